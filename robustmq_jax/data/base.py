@@ -1,0 +1,91 @@
+"""What every data source provides to the suites."""
+
+import dataclasses
+from typing import Iterator, Protocol, Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class HostBatch:
+  """A batch on one host, padded to a fixed size.
+
+  Attributes:
+    image: uint8 NHWC images (already preprocessed to the model size).
+    label: int32 labels.
+    id: int64 global example ids (stable across batch sizes and hosts; used to
+      derive per-example random keys).
+    mask: bool, False on padding rows.
+  """
+  image: np.ndarray
+  label: np.ndarray
+  id: np.ndarray
+  mask: np.ndarray
+
+  def as_dict(self) -> dict[str, np.ndarray]:
+    return dataclasses.asdict(self)
+
+
+class Dataset(Protocol):
+  """An evaluation split. Indices 0..num_examples-1 are global example ids."""
+
+  name: str            # the config's data source string, e.g. 'sample'.
+  num_classes: int
+  image_size: int      # side of the square model input.
+  num_examples: int
+
+  def images(self, ids: Sequence[int]) -> np.ndarray:
+    """uint8 NHWC preprocessed images for the given ids."""
+
+  def labels(self, ids: Sequence[int]) -> np.ndarray:
+    """int32 labels for the given ids."""
+
+  def jpeg_bytes(self, idx: int) -> bytes:
+    """The raw encoded file of example `idx`, before any decode (may be PNG
+    or JPEG as stored by the source)."""
+
+
+def iter_batches(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    ids: Sequence[int] | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    load=None,
+) -> Iterator[HostBatch]:
+  """Yields this process's padded share of `ids` in batches of `batch_size`.
+
+  Every process yields the same number of batches (the last ones padded), so
+  the global batch is always `batch_size * process_count` rows.
+
+  Args:
+    dataset: the source.
+    batch_size: rows per batch on this host.
+    ids: which examples (default: all, in order).
+    process_index: this process.
+    process_count: number of processes.
+    load: optional ``f(ids) -> images`` replacing `dataset.images` (e.g. a
+      different decoder); its output must have a fixed shape per batch.
+  """
+  ids = np.arange(dataset.num_examples) if ids is None else np.asarray(ids)
+  shards = np.array_split(ids, process_count)
+  mine = shards[process_index]
+  longest = max(len(s) for s in shards)
+  num_batches = -(-longest // batch_size)
+  load = load or dataset.images
+  for b in range(num_batches):
+    chunk = mine[b * batch_size:(b + 1) * batch_size]
+    pad = batch_size - len(chunk)
+    if len(chunk):
+      images = load(chunk)
+      labels = dataset.labels(chunk).astype(np.int32)
+    else:  # A host with nothing left still joins the collective step.
+      images = load(ids[:1])[:0]
+      labels = np.zeros((0,), np.int32)
+    mask = np.concatenate([np.ones(len(chunk), bool), np.zeros(pad, bool)])
+    images = np.concatenate(
+        [images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+    labels = np.concatenate([labels, np.zeros(pad, np.int32)])
+    id_ = np.concatenate([chunk, np.zeros(pad, chunk.dtype)]).astype(np.int64)
+    yield HostBatch(image=images, label=labels, id=id_, mask=mask)

@@ -1,0 +1,77 @@
+"""TFDS datasets read through `tfds.data_source` (ArrayRecord; no TensorFlow).
+
+Images are kept encoded (`SkipDecoding`) so the raw JPEG bytes stay reachable
+for the systematic-noise suite; they are decoded with PIL on demand and
+preprocessed with Res256Crop224 (or kept as is when already the model size).
+"""
+
+import functools
+import os
+from typing import Sequence
+
+import numpy as np
+
+from robustmq_jax.data import preprocess
+from robustmq_jax.errors import UserError
+
+# Model input side per dataset (others: 224).
+_NATIVE = {'cifar10': 32, 'cifar100': 32, 'mnist': 28}
+_DEFAULT_SPLIT = {'imagenet2012': 'validation'}
+
+
+def _prepare_hint(name: str, data_dir: str | None) -> str:
+  where = data_dir or '~/tensorflow_datasets'
+  if name.startswith('imagenet2012'):
+    return (f'prepare it once with `pip install robustmq_jax[imagenet]` and '
+            f'`tfds build {name} --data_dir={where} --manual_dir=DIR '
+            '--file_format=array_record`, where DIR holds '
+            'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar')
+  return (f'prepare it on a machine with internet with `tfds build {name} '
+          f'--data_dir={where} --file_format=array_record` and copy the folder')
+
+
+class TfdsDataset:
+  """A split of a prepared TFDS dataset."""
+
+  def __init__(self, name: str, split: str | None, data_dir: str | None,
+               image_size: int | None = None):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    split = split or _DEFAULT_SPLIT.get(name, 'test')
+    self.name = f'tfds:{name}:{split}'
+    try:
+      builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # pylint: disable=broad-except
+      raise UserError(f'config.data.source={self.name!r}: TFDS does not know '
+                      f'this dataset ({e}).') from e
+    if not os.path.isdir(str(builder.data_dir)) or not builder.info.splits:
+      raise UserError(
+          f'config.data.source={self.name!r}: no prepared data found in '
+          f'{builder.data_dir}; {_prepare_hint(name, data_dir)}.')
+    if split not in builder.info.splits:
+      raise UserError(f'config.data.source={self.name!r}: split {split!r} is '
+                      f'not available; allowed: {sorted(builder.info.splits)}.')
+    self._source = tfds.data_source(
+        name, split=split, data_dir=data_dir, download=False,
+        decoders={'image': tfds.decode.SkipDecoding()})
+    self.num_examples = len(self._source)
+    self.num_classes = builder.info.features['label'].num_classes
+    self.image_size = image_size or _NATIVE.get(name, 224)
+
+  @functools.lru_cache(maxsize=4096)
+  def _record(self, idx: int):
+    return self._source[int(idx)]
+
+  def jpeg_bytes(self, idx: int) -> bytes:
+    return bytes(self._record(idx)['image'])
+
+  def images(self, ids: Sequence[int]) -> np.ndarray:
+    return np.stack([
+        preprocess.resize_crop(preprocess.decode_rgb(self.jpeg_bytes(i)),
+                               self.image_size) for i in ids])
+
+  def labels(self, ids: Sequence[int]) -> np.ndarray:
+    return np.asarray([self._record(i)['label'] for i in ids], np.int32)
+
+  def arrays(self, limit: int | None = None):
+    ids = range(min(limit or self.num_examples, self.num_examples))
+    return self.images(ids), self.labels(ids)

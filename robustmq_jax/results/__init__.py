@@ -1,0 +1,7 @@
+"""The results store (results.jsonl)."""
+
+from robustmq_jax.results.store import cell_key
+from robustmq_jax.results.store import KEY_FIELDS
+from robustmq_jax.results.store import read_rows
+from robustmq_jax.results.store import RESULTS_FILE
+from robustmq_jax.results.store import ResultStore

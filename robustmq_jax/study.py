@@ -1,0 +1,67 @@
+"""Shared defaults of the study configs in configs/ (no files, no devices)."""
+
+import importlib
+
+import ml_collections
+
+SAMPLE_PRECISIONS = ('fp32', 'w8a8', 'w6a6', 'w4a4', 'w2a2')
+ALL_SUITES = ('clean', 'adversarial', 'corruption', 'systematic')
+VARIANTS = ('', 'imagenet', 'sample')
+
+
+def _default(module: str, *args) -> ml_collections.ConfigDict:
+  """`robustmq_jax.<module>.default_config(*args)` (empty if not defined)."""
+  try:
+    mod = importlib.import_module(f'robustmq_jax.{module}')
+  except ModuleNotFoundError:
+    return ml_collections.ConfigDict()
+  fn = getattr(mod, 'default_config', None)
+  return fn(*args) if fn else ml_collections.ConfigDict()
+
+
+def study_config(arg: str | None, *, imagenet_model: str, sample_model: str,
+                 imagenet_precisions: tuple[str, ...]
+                 ) -> ml_collections.ConfigDict:
+  """The RobustMQ study for one architecture.
+
+  Args:
+    arg: None/'imagenet' for ImageNet (checkpoint converted by the user), or
+      'sample' for the embedded digits sample with the small model.
+    imagenet_model: model name for ImageNet.
+    sample_model: model name for the sample.
+    imagenet_precisions: precisions for ImageNet.
+
+  Returns:
+    The config.
+  """
+  arg = arg or ''
+  if arg not in VARIANTS:
+    raise ValueError(f'config arg {arg!r} is not valid; allowed: '
+                     f'{", ".join(repr(v) for v in VARIANTS)}.')
+  sample = arg == 'sample'
+  c = ml_collections.ConfigDict()
+  model = sample_model if sample else imagenet_model
+  image_size = 32 if sample else 224
+  c.models = (model,)
+  c.precisions = SAMPLE_PRECISIONS if sample else imagenet_precisions
+  c.suites = ALL_SUITES
+  c.data = ml_collections.ConfigDict({
+      'source': 'sample' if sample else 'tfds:imagenet2012:validation',
+      'data_dir': '',       # TFDS data_dir ('' = TFDS default).
+      'train_source': '',   # calibration / QAT data ('' = train split).
+      'num_examples': 0,    # 0 = the whole split.
+  })
+  c.batch_size = 64 if sample else 128
+  c.seed = 0
+  c.log_every_s = 10.0
+  c.checkpoints = ml_collections.ConfigDict({
+      model: (f'checkpoints/sample/{model}/fp32' if sample
+              else f'checkpoints/imagenet/{model}')})
+  c.checkpoint_hint = (
+      'train it with `python scripts/train.py --model=' + model +
+      '` (see checkpoints/README.md)' if sample else '')
+  c.quant = _default('quant')
+  c.adversarial = _default('suites.adversarial', image_size)
+  c.corruption = _default('suites.corruption', image_size)
+  c.systematic = _default('suites.systematic', image_size)
+  return c
