@@ -1,0 +1,118 @@
+"""The main job end to end on the embedded sample, reruns and bad input."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from robustmq_jax import runner
+from robustmq_jax.errors import UserError
+from robustmq_jax.results import cell_key
+from robustmq_jax.results import read_rows
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sample_config(name='vit_w4.py', **overrides):
+  spec = importlib.util.spec_from_file_location(
+      'cfg', os.path.join(ROOT, 'configs', name))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config('sample')
+  config.precisions = ('fp32',)
+  config.suites = ('clean',)
+  config.data.num_examples = 40
+  config.log_every_s = 1e9
+  for k, v in overrides.items():
+    node = config
+    *path, last = k.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return config
+
+
+def _keys(rows):
+  return sorted(cell_key(r) for r in rows)
+
+
+def test_end_to_end_writes_rows_report_plots_and_rerun_adds_nothing(tmp_path):
+  workdir = str(tmp_path)
+  rows = runner.run(sample_config(), workdir)
+  assert len(rows) == 1
+  row = rows[0]
+  for field in ('model', 'precision', 'suite', 'noise', 'params', 'n',
+                'accuracy', 'dataset', 'seed', 'versions', 'time_s'):
+    assert field in row, field
+  assert row['n'] == 40 and 0.0 <= row['accuracy'] <= 1.0
+  assert row['accuracy'] > 0.5  # The shipped sample model is trained.
+  for f in ('results.jsonl', 'results.csv', 'report.md'):
+    assert os.path.exists(os.path.join(workdir, f)), f
+  assert any(p.endswith('.png') for p in os.listdir(os.path.join(workdir,
+                                                                 'plots')))
+  runner.run(sample_config(), workdir)
+  assert len(read_rows(os.path.join(workdir, 'results.jsonl'))) == 1
+
+
+def test_interrupted_run_resumes_to_the_same_rows(tmp_path):
+  # A run stopped after its first cell, then rerun, stores exactly the rows
+  # of one uninterrupted run.
+  full = sample_config(**{'data.num_examples': 24})
+  full.suites = ('clean',)
+  full.models = ('vit_tiny_patch4_32',)
+  clean_dir, resumed_dir = str(tmp_path / 'a'), str(tmp_path / 'b')
+  reference = runner.run(full, clean_dir)
+  partial = sample_config(**{'data.num_examples': 24})
+  runner.run(partial, resumed_dir)
+  with open(os.path.join(resumed_dir, 'results.jsonl'), 'a') as f:
+    f.write('{"torn": ')  # Killed in the middle of writing a row.
+  resumed = runner.run(full, resumed_dir)
+  assert _keys(resumed) == _keys(reference)
+  assert len(read_rows(os.path.join(resumed_dir, 'results.jsonl'))) == len(
+      reference)
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('models', ('resnet1000',), "config.models='resnet1000'"),
+    ('precisions', ('w9a9',), 'w9a9'),
+    ('suites', ('nope',), "config.suites='nope'"),
+    ('data.source', 'mnist', "config.data.source='mnist'"),
+    ('batch_size', 0, 'config.batch_size=0'),
+    ('batch_size', 12, 'multiple of 8'),
+    ('seed', -1, 'config.seed=-1'),
+    ('data.num_examples', -5, 'config.data.num_examples=-5'),
+])
+def test_bad_config_values_name_the_field(tmp_path, field, value, match):
+  with pytest.raises(UserError, match=match.replace('(', r'\(')):
+    runner.run(sample_config(**{field: value}), str(tmp_path))
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path):
+  config = sample_config()
+  config.checkpoints.vit_tiny_patch4_32 = str(tmp_path / 'missing')
+  with pytest.raises(UserError, match='checkpoint folder not found'):
+    runner.run(config, str(tmp_path / 'w1'))
+  bad = tmp_path / 'bad'
+  bad.mkdir()
+  (bad / 'model.json').write_text(json.dumps(
+      {'model': 'vit_tiny_patch4_32', 'num_classes': 10}))
+  (bad / 'variables.msgpack').write_bytes(b'\x00garbage')
+  config.checkpoints.vit_tiny_patch4_32 = str(bad)
+  with pytest.raises(UserError, match='corrupt'):
+    runner.run(config, str(tmp_path / 'w2'))
+
+
+def test_command_line_bad_input_exits_2_with_one_sentence(tmp_path):
+  out = subprocess.run(
+      [sys.executable, '-m', 'robustmq_jax.main',
+       '--config=' + os.path.join(ROOT, 'configs', 'vit_w4.py') + ':sample',
+       '--workdir=' + str(tmp_path), '--config.models=nope'],
+      capture_output=True, text=True, cwd=ROOT, timeout=120,
+      env=dict(os.environ, XLA_FLAGS=''))
+  assert out.returncode == 2
+  err = [l for l in out.stderr.splitlines() if l.startswith('error:')]
+  assert len(err) == 1 and "config.models='nope'" in err[0]
+  assert 'Traceback' not in out.stderr

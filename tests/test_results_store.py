@@ -1,0 +1,53 @@
+"""results.jsonl: keyed rows, skip on rerun, torn lines repaired."""
+
+import json
+import os
+
+from robustmq_jax.results import read_rows
+from robustmq_jax.results import ResultStore
+
+
+def _row(noise='none', acc=0.5, **kw):
+  row = {'dataset': 'sample', 'model': 'm', 'precision': 'fp32',
+         'method': 'float', 'suite': 'clean', 'noise': noise, 'params': {},
+         'seed': 0, 'n': 10, 'accuracy': acc}
+  row.update(kw)
+  return row
+
+
+def test_append_then_reload_skips_finished(tmp_path):
+  store = ResultStore(str(tmp_path))
+  store.append(_row())
+  store.append(_row(acc=0.9))  # Same key: not written twice.
+  store.append(_row(noise='x'))
+  again = ResultStore(str(tmp_path))
+  assert len(again.rows) == 2
+  assert again.has(_row(acc=0.1))  # Metrics are not part of the key.
+  assert not again.has(_row(n=11))  # n is.
+  assert not again.has(_row(params={'eps': 1}))
+
+
+def test_param_order_does_not_matter(tmp_path):
+  store = ResultStore(str(tmp_path))
+  store.append(_row(params={'a': 1, 'b': 2}))
+  assert store.has(_row(params={'b': 2, 'a': 1}))
+
+
+def test_torn_last_line_is_dropped_and_repaired(tmp_path):
+  store = ResultStore(str(tmp_path))
+  store.append(_row())
+  with open(store.path, 'a') as f:
+    f.write(json.dumps(_row(noise='torn'))[:30])  # Killed mid-write.
+  assert len(read_rows(store.path)) == 1
+  again = ResultStore(str(tmp_path))
+  again.append(_row(noise='y'))
+  rows = read_rows(again.path)
+  assert [r['noise'] for r in rows] == ['none', 'y']
+  with open(again.path) as f:
+    assert all(json.loads(line) for line in f)
+
+
+def test_non_writer_never_touches_the_file(tmp_path):
+  store = ResultStore(str(tmp_path / 'w'), writer=False)
+  store.append(_row())
+  assert not os.path.exists(store.path)
