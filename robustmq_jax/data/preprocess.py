@@ -12,6 +12,14 @@ def decode_rgb(encoded: bytes) -> Image.Image:
     return img.convert('RGB')
 
 
+def encode_png(image: np.ndarray) -> bytes:
+  """Lossless encoding of a uint8 HWC (or HW1) array."""
+  buf = io.BytesIO()
+  Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
+      buf, format='PNG')
+  return buf.getvalue()
+
+
 def resize_crop(img: Image.Image, size: int, *, ratio: float = 256 / 224
                 ) -> np.ndarray:
   """RobustBench's Res256Crop224: shorter side to size*ratio, centre crop.

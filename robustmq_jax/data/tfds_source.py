@@ -31,10 +31,20 @@ def _prepare_hint(name: str, data_dir: str | None) -> str:
 
 
 class TfdsDataset:
-  """A split of a prepared TFDS dataset."""
+  """A split of a prepared TFDS dataset.
+
+  Args:
+    name: TFDS name, e.g. 'imagenet2012'.
+    split: split (default: 'validation' for ImageNet, else 'test').
+    data_dir: TFDS data_dir (None: TFDS's default).
+    image_size: model input side (default: native for 32x32 data, else 224).
+    raw_bytes: keep images encoded (needed by the systematic suite); False
+      lets TFDS decode them (e.g. under `tfds.testing.mock_data`, which cannot
+      produce encoded images without TensorFlow).
+  """
 
   def __init__(self, name: str, split: str | None, data_dir: str | None,
-               image_size: int | None = None):
+               image_size: int | None = None, raw_bytes: bool = True):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     split = split or _DEFAULT_SPLIT.get(name, 'test')
     self.name = f'tfds:{name}:{split}'
@@ -42,17 +52,16 @@ class TfdsDataset:
       builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # pylint: disable=broad-except
       raise UserError(f'config.data.source={self.name!r}: TFDS does not know '
-                      f'this dataset ({e}).') from e
-    if not os.path.isdir(str(builder.data_dir)) or not builder.info.splits:
+                      f'the dataset {name!r}.') from e
+    decoders = {'image': tfds.decode.SkipDecoding()} if raw_bytes else None
+    try:
+      self._source = tfds.data_source(name, split=split, data_dir=data_dir,
+                                      download=False, decoders=decoders)
+    except Exception as e:  # pylint: disable=broad-except
       raise UserError(
-          f'config.data.source={self.name!r}: no prepared data found in '
-          f'{builder.data_dir}; {_prepare_hint(name, data_dir)}.')
-    if split not in builder.info.splits:
-      raise UserError(f'config.data.source={self.name!r}: split {split!r} is '
-                      f'not available; allowed: {sorted(builder.info.splits)}.')
-    self._source = tfds.data_source(
-        name, split=split, data_dir=data_dir, download=False,
-        decoders={'image': tfds.decode.SkipDecoding()})
+          f'config.data.source={self.name!r}: no prepared ArrayRecord data '
+          f'for split {split!r} in {builder.data_dir}; '
+          f'{_prepare_hint(name, data_dir)}.') from e
     self.num_examples = len(self._source)
     self.num_classes = builder.info.features['label'].num_classes
     self.image_size = image_size or _NATIVE.get(name, 224)
@@ -62,7 +71,10 @@ class TfdsDataset:
     return self._source[int(idx)]
 
   def jpeg_bytes(self, idx: int) -> bytes:
-    return bytes(self._record(idx)['image'])
+    image = self._record(idx)['image']
+    if isinstance(image, np.ndarray):  # Decoded by TFDS: re-encode losslessly.
+      return preprocess.encode_png(image)
+    return bytes(image)
 
   def images(self, ids: Sequence[int]) -> np.ndarray:
     return np.stack([
