@@ -29,6 +29,19 @@ def _flat(tree):
           for path, v in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+def _random_variables(module, size, seed=0):
+  """Random variables without compiling `init` (slow under CPU contention)."""
+  shapes = jax.eval_shape(module.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, size, size, 3),
+                                               jnp.float32))
+  rng = np.random.default_rng(seed)
+  return jax.tree_util.tree_map_with_path(
+      lambda p, s: (np.abs(rng.normal(size=s.shape)) + 0.5
+                    if p[-1].key == 'var' else
+                    rng.normal(size=s.shape) * 0.1).astype(np.float32),
+      shapes)
+
+
 def _torchvision_resnet_tree(stage_sizes, bottleneck, num_classes):
   """Expected params (Flax names, shapes) derived from torchvision's layout."""
   params, stats = {}, {}
@@ -152,16 +165,17 @@ def test_cifar_resnets_layout():
 def test_forward_and_train_mode(name):
   model = models.get_model(name, num_classes=5)
   x = jax.random.uniform(jax.random.key(1), (3, 32, 32, 3))
-  variables = model.init(jax.random.key(0), x)
-  logits = model.apply(variables, x)
+  variables = _random_variables(model, 32)
+  apply = jax.jit(model.apply, static_argnames=('train', 'mutable'))
+  logits = apply(variables, x)
   assert logits.shape == (3, 5)
   assert np.all(np.isfinite(logits))
   # Examples are processed independently in eval mode.
-  np.testing.assert_allclose(model.apply(variables, x[:1]), logits[:1],
+  np.testing.assert_allclose(apply(variables, x[:1]), logits[:1],
                              atol=1e-5, rtol=1e-5)
   if models.model_info(name).has_batch_stats:
-    logits_t, updates = model.apply(variables, x, train=True,
-                                    mutable=['batch_stats'])
+    logits_t, updates = apply(variables, x, train=True,
+                              mutable=('batch_stats',))
     assert logits_t.shape == (3, 5)
     before = jax.tree.leaves(variables['batch_stats'])
     after = jax.tree.leaves(updates['batch_stats'])
@@ -175,10 +189,11 @@ def test_normalisation_is_inside(name):
   plain = models.get_model(name, num_classes=4, mean=(0., 0., 0.),
                            std=(1., 1., 1.))
   z = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
-  variables = plain.init(jax.random.key(0), z)
+  variables = _random_variables(plain, 32)
   pixels = z * jnp.asarray(std) + jnp.asarray(mean)
-  np.testing.assert_allclose(model.apply(variables, pixels),
-                             plain.apply(variables, z), atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(jax.jit(model.apply)(variables, pixels),
+                             jax.jit(plain.apply)(variables, z),
+                             atol=1e-4, rtol=1e-4)
   # Same parameter tree: normalisation has no parameters.
   assert _flat(variables) == _flat(
       jax.eval_shape(model.init, jax.random.key(0), z))
@@ -250,8 +265,9 @@ def test_gelu_flavour_changes_vit_output():
   exact = models.get_model('vit_tiny_patch4_32', num_classes=3)
   tanh = models.get_model('vit_tiny_patch4_32', num_classes=3,
                           gelu_approximate=True)
-  variables = exact.init(jax.random.key(0), x)
-  a, b = exact.apply(variables, x), tanh.apply(variables, x)
+  variables = _random_variables(exact, 32)
+  a = jax.jit(exact.apply)(variables, x)
+  b = jax.jit(tanh.apply)(variables, x)
   assert not np.allclose(a, b, atol=0, rtol=0)
   np.testing.assert_allclose(a, b, atol=1e-2)
 
