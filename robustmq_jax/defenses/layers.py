@@ -188,3 +188,48 @@ def apply_layer(layer: WeightLayer, x: jax.Array, kernel: jax.Array
   nc = len(layer.contracting)
   lhs_axes = tuple(range(x.ndim - nc, x.ndim))
   return lax.dot_general(x, kernel, ((lhs_axes, layer.contracting), ((), ())))
+
+
+class _CaptureOps(Ops):
+  """Float contractions that keep each weight layer's input (at trace time)."""
+
+  def __init__(self, paths: frozenset[str] | None):
+    self.paths = paths
+    self.values: dict[str, jax.Array] = {}
+
+  def _keep(self, path, lhs):
+    if self.paths is None or path in self.paths:
+      self.values.setdefault(path, lhs)
+
+  def dot_general_cls(self, role: Role) -> Any:
+    def dot(lhs, rhs, dimension_numbers, **kwargs):
+      self._keep(role.path, lhs)
+      return lax.dot_general(lhs, rhs, dimension_numbers, **kwargs)
+    return lambda: dot
+
+  def conv_general_dilated_cls(self, role: Role) -> Any:
+    def conv(lhs, rhs, *args, **kwargs):
+      self._keep(role.path, lhs)
+      return lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
+    return lambda: conv
+
+
+def input_capture(module_fn: Callable[[Ops], nn.Module],
+                  paths: Any = None) -> Callable[[Any, jax.Array], Any]:
+  """A jitted ``(variables, images) -> (logits, {path: layer input})``.
+
+  Args:
+    module_fn: ops -> the model.
+    paths: Role paths to keep (default: every weight layer).
+
+  Returns:
+    The function; layer inputs are those of the float model.
+  """
+  keep = None if paths is None else frozenset(paths)
+
+  def run(variables, images):
+    ops = _CaptureOps(keep)
+    logits = module_fn(ops).apply(variables, images, train=False)
+    return logits, dict(ops.values)
+
+  return jax.jit(run)
