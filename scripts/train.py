@@ -31,7 +31,7 @@ _OUT = flags.DEFINE_string('output', '', 'Output folder (default '
 
 # Per family: steps and peak learning rate that reach a good accuracy on the
 # sample within a few CPU minutes.
-_DEFAULTS = {'resnet': (1200, 3e-3), 'vit': (1500, 1e-3)}
+_DEFAULTS = {'resnet': (500, 3e-3), 'vit': (800, 1e-3)}
 
 
 def main(argv):
