@@ -91,14 +91,15 @@ def _f1_f2(rows) -> list[str]:
         trend = ', '.join(f'{p} {v:.4f}' for p, v in zip(quantized, vals))
         out.append(f'- F2 {model} {suite} ({"falls" if expect_higher[suite] else "rises"}'
                    f' with bits expected): {trend} -> {_verdict(ok)}')
+  def tally(checks, what):
+    if not checks:
+      return _verdict(None) + ' (needs fp32 and quantized rows of a suite)'
+    return f'{_verdict(all(checks))} in {sum(checks)}/{len(checks)} {what}'
+
   head = [f'- **F1** (quantized: more adversarially robust, less robust to '
-          f'corruptions and systematic noise): '
-          f'{_verdict(all(f1) if f1 else None)} in {sum(f1)}/{len(f1)} '
-          'comparisons.',
+          f'corruptions and systematic noise): {tally(f1, "comparisons")}.',
           f'- **F2** (more bits: less adversarially robust, more robust to '
-          f'corruptions and systematic noise): '
-          f'{_verdict(all(f2) if f2 else None)} in {sum(f2)}/{len(f2)} '
-          'trends.']
+          f'corruptions and systematic noise): {tally(f2, "trends")}.']
   return head + ['', '<details><summary>F1/F2 details</summary>', ''] + out + [
       '', '</details>']
 
