@@ -70,6 +70,7 @@ def autoattack(
     n_target_classes: int = 9,
     n_queries: int = 5000,
     return_stages: bool = False,
+    attack_mask: jax.Array | None = None,
 ):
   """AutoAttack on a batch.
 
@@ -87,6 +88,8 @@ def autoattack(
     n_target_classes: targets of APGD-T and FAB-T (9; capped at classes-1).
     n_queries: Square's query budget (5000).
     return_stages: also return {stage name: robust [B] after that stage}.
+    attack_mask: optional [B] bool; examples outside it are not attacked
+      (e.g. padding rows, which would otherwise keep stages running).
 
   Returns:
     Images of `x`'s shape and dtype (adversarial where any stage succeeded),
@@ -99,6 +102,8 @@ def autoattack(
   x = x.astype(jnp.float32)
   keys = sampling.example_keys(key, x.shape[0])
   robust = losses.predicts(logits_fn(x), y)
+  if attack_mask is not None:
+    robust = robust & attack_mask
   out = x
   after = {}
   for s, (name, attack, settings) in enumerate(plan):

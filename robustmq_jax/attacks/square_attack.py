@@ -253,6 +253,7 @@ def square(
     restarts: int = 1,
     p_init: float = 0.8,
     loss: str = 'margin',
+    attack_mask: jax.Array | None = None,
 ) -> jax.Array:
   """Square Attack, untargeted, L-inf or L2.
 
@@ -267,12 +268,17 @@ def square(
     restarts: restarts, each only on examples still robust.
     p_init: initial fraction of pixels per square (0.8).
     loss: 'margin' (default) or 'ce'.
+    attack_mask: optional [B] bool; examples outside it are not attacked
+      and do not keep the query loop running (e.g. padding rows).
 
   Returns:
     Images of `x`'s shape and dtype: adversarials where found; the clean
     image where the model is already wrong; else the lowest-margin point.
   """
+  robust = None
+  if attack_mask is not None:
+    robust = losses.predicts(logits_fn(x), y) & attack_mask
   out, _ = square_with_robust(key, logits_fn, x, y, eps=eps, norm=norm,
                               n_queries=n_queries, restarts=restarts,
-                              p_init=p_init, loss=loss)
+                              p_init=p_init, loss=loss, robust=robust)
   return out.astype(x.dtype)

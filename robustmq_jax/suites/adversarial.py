@@ -1,0 +1,462 @@
+"""The adversarial suite: white-box, transfer and black-box attacks.
+
+Every model is attacked white-box through `model.grad_apply` (for quantized
+models the straight-through twin) and scored on `model.apply`; quantized
+models are also attacked by transfer from their float model, and the
+adversarials are scored on the real-integer graph when there is one. Every row
+carries the gradient-masking checks of REFERENCE 6.4.
+
+Config (`config.adversarial`, defaults from `default_config(image_size)`):
+
+  attacks: cell families to run, from 'fgsm', 'pgd_linf', 'pgd_l2', 'pgd_l1',
+    'apgd_ce', 'autoattack', 'square'.
+  linf_eps_255: L-inf budgets in 1/255 units (fgsm, pgd_linf, apgd_ce).
+  l2_eps, l1_eps: L2 / L1 budgets in [0, 1] pixel units.
+  pgd_steps, pgd_restarts: PGD iterations and random restarts.
+  step_ratio: PGD step = ratio * eps, per norm ('linf', 'l2', 'l1').
+  apgd_steps: APGD-CE iterations (the 'apgd_ce' family).
+  autoattack_eps_255: L-inf budget of AutoAttack and Square.
+  autoattack_version: 'standard' or 'plus'.
+  autoattack_steps, autoattack_targets, autoattack_queries: APGD/FAB
+    iterations, APGD-T/FAB-T targets and Square queries inside AutoAttack
+    (reference: 100, 9, 5000).
+  square_queries: queries of the standalone black-box Square cell.
+  num_examples: examples for fgsm/pgd/apgd cells, a fixed seeded subset
+    (`SuiteContext.subset`); 0 = the whole split.
+  autoattack_num_examples: the same for the autoattack and square cells.
+  transfer: also attack quantized models by transfer from the float model.
+  masking_margin: white-box accuracy may exceed transfer / black-box
+    accuracy by this fraction before `masking_flag` is set.
+  batch_size: global batch for this suite; 0 = `config.batch_size`.
+
+Rows: 'accuracy' (white-box), 'n', 'zero_grad_fraction' (AutoAttack's check:
+input gradient of the DLR loss exactly zero, on the clean images, through the
+gradient forward), 'accuracy_transfer' (quantized models), 'accuracy_int8'
+(when a real-integer forward exists), 'masking_flag'. AutoAttack rows add the
+robust fraction after each stage ('accuracy_after_<stage>') and flag Square
+lowering the white-box stages' accuracy by more than 0.2 points (AutoAttack's
+own check). `summarize` also flags a standalone Square accuracy below the
+white-box accuracy at the same budget.
+
+Compiles: one per model, attack family and static setting (steps, restarts,
+norm, queries); eps and the step size travel in the variables pytree as traced
+scalars, so an epsilon grid reuses one compiled program.
+"""
+
+import zlib
+from typing import Any, Iterator, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from robustmq_jax import attacks
+from robustmq_jax.attacks import autopgd
+from robustmq_jax.attacks import ensemble
+from robustmq_jax.attacks import losses
+from robustmq_jax.attacks import masking
+from robustmq_jax.attacks import square_attack
+from robustmq_jax.data.base import iter_batches
+from robustmq_jax.errors import invalid
+from robustmq_jax.suites import base
+
+FAMILIES = ('fgsm', 'pgd_linf', 'pgd_l2', 'pgd_l1', 'apgd_ce', 'autoattack',
+            'square')
+WHITE_BOX = ('fgsm', 'pgd_linf', 'pgd_l2', 'pgd_l1', 'apgd_ce')
+_NORM = {'fgsm': 'linf', 'pgd_linf': 'linf', 'pgd_l2': 'l2', 'pgd_l1': 'l1',
+         'apgd_ce': 'linf', 'autoattack': 'linf', 'square': 'linf'}
+
+
+def default_config(image_size: int = 224) -> ml_collections.ConfigDict:
+  """Defaults for ImageNet (image_size >= 64) or the 32x32 sample.
+
+  ImageNet: L-inf {0.5, 1, 2, 4}/255 with FGSM and PGD-20 (step eps/4);
+  AutoAttack-standard at 4/255 on a fixed 5000-image subset (RobustBench);
+  L2 up to 8.0 and L1 up to 1600 with 20 steps of 3/40 eps (RobustART's
+  foolbox / IBM ART settings, REFERENCE 1.5).
+
+  Sample (32x32): L-inf {1, 2, 4, 8}/255 (CIFAR scale), L2 {0.25, 0.5},
+  L1 {6, 12}; reduced budgets so the quickstart stays near a minute of CPU
+  per model and precision: PGD-10, 128 examples, and AutoAttack with 20
+  iterations, 3 targets and 500 queries on 64 examples (not the reference
+  100 / 9 / 5000: reported as such in every row's params).
+  """
+  c = ml_collections.ConfigDict()
+  sample = image_size < 64
+  c.attacks = ('fgsm', 'pgd_linf', 'pgd_l2', 'pgd_l1', 'autoattack',
+               'square')
+  c.step_ratio = ml_collections.ConfigDict(
+      {'linf': 0.25, 'l2': 3 / 40, 'l1': 3 / 40})
+  c.pgd_restarts = 1
+  c.apgd_steps = 100
+  c.autoattack_version = 'standard'
+  c.transfer = True
+  c.masking_margin = masking.MASKING_MARGIN
+  c.batch_size = 0
+  if sample:
+    c.linf_eps_255 = (1.0, 2.0, 4.0, 8.0)
+    c.l2_eps = (0.25, 0.5)
+    c.l1_eps = (6.0, 12.0)
+    c.pgd_steps = 10
+    c.num_examples = 128
+    c.autoattack_eps_255 = 8.0
+    c.autoattack_steps = 20
+    c.autoattack_targets = 3
+    c.autoattack_queries = 500
+    c.square_queries = 500
+    c.autoattack_num_examples = 64
+  else:
+    c.linf_eps_255 = (0.5, 1.0, 2.0, 4.0)
+    c.l2_eps = (2.0, 4.0, 8.0)
+    c.l1_eps = (400.0, 800.0, 1600.0)
+    c.pgd_steps = 20
+    c.num_examples = 5000
+    c.autoattack_eps_255 = 4.0
+    c.autoattack_steps = 100
+    c.autoattack_targets = 9
+    c.autoattack_queries = 5000
+    c.square_queries = 5000
+    c.autoattack_num_examples = 5000
+  return c
+
+
+def _field(name: str) -> str:
+  return f'config.adversarial.{name}'
+
+
+def _check_positive_tuple(cfg, name):
+  v = cfg.get(name)
+  ok = isinstance(v, (tuple, list)) and all(
+      isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0
+      for e in v)
+  if not ok:
+    raise invalid(_field(name), v, 'a tuple of positive numbers')
+
+
+def _check_int(cfg, name, minimum):
+  v = cfg.get(name)
+  if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+    raise invalid(_field(name), v, f'an integer >= {minimum}')
+
+
+def _families(cfg) -> list[str]:
+  value = cfg.get('attacks')
+  if isinstance(value, str):
+    value = (value,)
+  names = [n.strip() for v in value or () for n in str(v).split(',')
+           if n.strip()]
+  for n in names:
+    if n not in FAMILIES:
+      raise invalid(_field('attacks'), n, FAMILIES)
+  return names
+
+
+class _Settings:
+  """Validated `config.adversarial` merged over the defaults."""
+
+  def __init__(self, config: ml_collections.ConfigDict, image_size: int):
+    cfg = default_config(image_size)
+    given = config.get('adversarial')
+    if given is not None and not isinstance(given, (dict,
+                                                      ml_collections.ConfigDict)):
+      raise invalid('config.adversarial', given, 'a ConfigDict')
+    for k, v in (given or {}).items():
+      if k not in cfg:
+        raise invalid('config.adversarial', k, sorted(cfg.keys()))
+      cfg[k] = v
+    self.families = _families(cfg)
+    for name in ('linf_eps_255', 'l2_eps', 'l1_eps'):
+      _check_positive_tuple(cfg, name)
+    for name in ('pgd_steps', 'pgd_restarts', 'apgd_steps', 'autoattack_steps',
+                 'autoattack_targets', 'autoattack_queries', 'square_queries'):
+      _check_int(cfg, name, 1)
+    for name in ('num_examples', 'autoattack_num_examples', 'batch_size'):
+      _check_int(cfg, name, 0)
+    if cfg.batch_size % jax.device_count():
+      raise invalid(_field('batch_size'), cfg.batch_size,
+                    f'0 or a multiple of the device count '
+                    f'({jax.device_count()})')
+    ratio = cfg.get('step_ratio')
+    for norm in ('linf', 'l2', 'l1'):
+      r = (ratio or {}).get(norm)
+      if isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0:
+        raise invalid(_field(f'step_ratio.{norm}'), r, 'a positive number')
+    e = cfg.autoattack_eps_255
+    if isinstance(e, bool) or not isinstance(e, (int, float)) or e <= 0:
+      raise invalid(_field('autoattack_eps_255'), e, 'a positive number')
+    if cfg.autoattack_version not in ensemble.VERSIONS:
+      raise invalid(_field('autoattack_version'), cfg.autoattack_version,
+                    ensemble.VERSIONS)
+    if not isinstance(cfg.transfer, bool):
+      raise invalid(_field('transfer'), cfg.transfer, 'True or False')
+    m = cfg.masking_margin
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not (
+        0 <= m < 1):
+      raise invalid(_field('masking_margin'), m, 'a number in [0, 1)')
+    self.cfg = cfg
+
+
+def _per_example_keys(key, ids):
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(ids.astype(jnp.uint32))
+
+
+def _correct(logits, y):
+  return losses.predicts(logits, y).astype(jnp.float32)
+
+
+@base.register
+class AdversarialSuite(base.Suite):
+  """FGSM, PGD (L-inf/L2/L1), APGD-CE, AutoAttack, Square; masking checks."""
+
+  name = 'adversarial'
+
+  def __init__(self):
+    self._fns = {}
+
+  def validate(self, config) -> None:
+    # Image size is unknown here; validation of values does not depend on it.
+    _Settings(config, 224)
+
+  # Cells.
+
+  def cells(self, ctx, model) -> Sequence[base.Cell]:
+    s = _Settings(ctx.config, model.image_size).cfg
+    n_pgd = self._n(ctx, s.num_examples)
+    n_aa = self._n(ctx, s.autoattack_num_examples)
+    out = []
+    for fam in _families(s):
+      if fam in ('fgsm', 'pgd_linf', 'apgd_ce'):
+        for e in s.linf_eps_255:
+          p = {'norm': 'linf', 'eps': e / 255, 'eps_255': e}
+          if fam == 'pgd_linf':
+            p.update(steps=s.pgd_steps, step_size=s.step_ratio.linf * e / 255,
+                     restarts=s.pgd_restarts)
+          elif fam == 'apgd_ce':
+            p.update(steps=s.apgd_steps)
+          out.append(base.Cell(fam, p, n_pgd))
+      elif fam in ('pgd_l2', 'pgd_l1'):
+        norm = _NORM[fam]
+        for e in (s.l2_eps if norm == 'l2' else s.l1_eps):
+          out.append(base.Cell(fam, {
+              'norm': norm, 'eps': e, 'steps': s.pgd_steps,
+              'step_size': s.step_ratio[norm] * e,
+              'restarts': s.pgd_restarts}, n_pgd))
+      elif fam == 'autoattack':
+        e = s.autoattack_eps_255
+        out.append(base.Cell(fam, {
+            'norm': 'linf', 'eps': e / 255, 'eps_255': e,
+            'version': s.autoattack_version, 'steps': s.autoattack_steps,
+            'targets': s.autoattack_targets,
+            'queries': s.autoattack_queries}, n_aa))
+      elif fam == 'square':
+        e = s.autoattack_eps_255
+        out.append(base.Cell(fam, {
+            'norm': 'linf', 'eps': e / 255, 'eps_255': e,
+            'queries': s.square_queries}, n_aa))
+    return out
+
+  @staticmethod
+  def _n(ctx, n):
+    return n if n and n < ctx.num_examples else None
+
+  # Per-example functions, built once per model and static setting.
+
+  def _fn(self, kind: str, statics: tuple, model, transfer: bool):
+    fm = model.float_model if transfer else None
+    cache_key = (kind, statics, model.apply, model.grad_apply,
+                 model.serve_apply, fm.apply if fm is not None else None)
+    if cache_key not in self._fns:
+      self._fns[cache_key] = _build_fn(kind, dict(statics), model, fm)
+    return self._fns[cache_key]
+
+  def run(self, ctx, model, cells) -> Iterator[tuple[base.Cell, dict[str,
+                                                                      Any]]]:
+    s = _Settings(ctx.config, model.image_size).cfg
+    quantized = model.float_model is not None
+    batch_size = s.batch_size or ctx.batch_size
+    for cell in cells:
+      p = dict(cell.params)
+      kind = cell.noise
+      transfer = (quantized and s.transfer and kind in WHITE_BOX)
+      statics = _statics(kind, p)
+      fn = self._fn(kind, statics, model, transfer)
+      variables = {
+          'model': model.variables,
+          'serve': model.serve_variables,
+          'float': model.float_model.variables if transfer else None,
+          'eps': jnp.float32(p['eps']),
+          'step': jnp.float32(p.get('step_size', 0.0)),
+      }
+      ids = ctx.subset(cell.n)
+      batches = iter_batches(
+          ctx.dataset, batch_size // jax.process_count(), ids=ids,
+          process_index=jax.process_index(),
+          process_count=jax.process_count())
+      key = jax.random.fold_in(jax.random.key(ctx.seed),
+                               zlib.crc32(kind.encode()))
+      sums = ctx.evaluator.sums(
+          fn, batches, variables=variables, key=key, total=len(ids),
+          desc=f'adversarial {kind} {model.name} {model.precision} '
+          f'eps={p["eps"]:.4g}')
+      yield cell, _metrics(kind, sums, s.masking_margin)
+
+  def summarize(self, rows: Sequence[Mapping[str, Any]]) -> str:
+    rows = [r for r in rows if r.get('suite') == self.name]
+    if not rows:
+      return ''
+    return _summary(rows)
+
+
+def _statics(kind: str, p: Mapping[str, Any]) -> tuple:
+  keys = {'fgsm': (), 'pgd_linf': ('steps', 'restarts'),
+          'pgd_l2': ('steps', 'restarts'), 'pgd_l1': ('steps', 'restarts'),
+          'apgd_ce': ('steps',),
+          'autoattack': ('version', 'steps', 'targets', 'queries'),
+          'square': ('queries',)}[kind]
+  return tuple((k, p[k]) for k in keys)
+
+
+def _attack(kind: str, st: Mapping[str, Any]):
+  """attack(keys, logits_fn, x, y, eps, step) for a white-box family."""
+  if kind == 'fgsm':
+    return lambda k, f, x, y, eps, step: attacks.fgsm(f, x, y, eps=eps)
+  if kind == 'apgd_ce':
+    return lambda k, f, x, y, eps, step: attacks.apgd_ce(
+        k, f, x, y, eps=eps, steps=st['steps'])
+  norm = _NORM[kind]
+  return lambda k, f, x, y, eps, step: attacks.pgd(
+      k, f, x, y, eps=eps, step_size=step, steps=st['steps'], norm=norm,
+      restarts=st['restarts'])
+
+
+def _build_fn(kind, st, model, float_model):
+  """The per-example function of one attack family for one model."""
+  apply, grad_apply, serve_apply = (model.apply, model.grad_apply,
+                                    model.serve_apply)
+  float_apply = float_model.apply if float_model is not None else None
+
+  def fn(v, batch, key):
+    x, y = batch['image'], batch['label']
+    keys = _per_example_keys(key, batch['id'])
+    real = batch['mask']
+    evaluate = lambda z: apply(v['model'], z)
+    grads = lambda z: grad_apply(v['model'], z)
+    out = {}
+    if kind in WHITE_BOX:
+      attack = _attack(kind, st)
+      adv = attack(keys, grads, x, y, v['eps'], v['step'])
+      out['zero_grad'] = masking.zero_gradient(grads, x, y)
+      if float_apply is not None:
+        src = lambda z: float_apply(v['float'], z)
+        adv_t = attack(keys, src, x, y, v['eps'], v['step'])
+        out['correct_transfer'] = _correct(evaluate(adv_t), y)
+    elif kind == 'autoattack':
+      adv, after = attacks.autoattack(
+          keys, grads, x, y, eps=v['eps'], version=st['version'],
+          steps=st['steps'], n_target_classes=st['targets'],
+          n_queries=st['queries'], return_stages=True, attack_mask=real)
+      for stage, robust in after.items():
+        out['after_' + stage.replace('-', '_')] = robust
+      out['zero_grad'] = masking.zero_gradient(grads, x, y)
+    else:  # square: black-box, queries the evaluated forward itself.
+      adv = attacks.square(keys, evaluate, x, y, eps=v['eps'],
+                           n_queries=st['queries'], attack_mask=real)
+    out['correct'] = _correct(evaluate(adv), y)
+    if serve_apply is not None:
+      out['correct_int8'] = _correct(serve_apply(v['serve'], adv), y)
+    return out
+
+  return fn
+
+
+def _metrics(kind: str, sums: Mapping[str, float], margin: float):
+  n = sums['n']
+  m = {'accuracy': sums['correct'] / n, 'n': int(n)}
+  if 'zero_grad' in sums:
+    m['zero_grad_fraction'] = sums['zero_grad'] / n
+  if 'correct_transfer' in sums:
+    m['accuracy_transfer'] = sums['correct_transfer'] / n
+  if 'correct_int8' in sums:
+    m['accuracy_int8'] = sums['correct_int8'] / n
+  flag = False
+  if kind in WHITE_BOX:
+    flag = masking.masking_flag(m['accuracy'],
+                                transfer_accuracy=m.get('accuracy_transfer'),
+                                margin=margin)
+  if kind == 'autoattack':
+    stages = {k[len('after_'):]: v / n for k, v in sums.items()
+              if k.startswith('after_')}
+    for stage, acc in stages.items():
+      m[f'accuracy_after_{stage}'] = acc
+    white = [a for s, a in stages.items() if s != 'square']
+    if 'square' in stages and white:
+      flag = stages['square'] < min(white) - masking.SQUARE_MARGIN
+  m['masking_flag'] = bool(flag)
+  return m
+
+
+def _eps_text(row) -> str:
+  p = row.get('params', {})
+  if 'eps_255' in p:
+    return f'{p["eps_255"]:g}/255'
+  return f'{p.get("eps", float("nan")):g}'
+
+
+def _pct(v) -> str:
+  return '' if v is None else f'{100 * v:.1f}'
+
+
+def _summary(rows) -> str:
+  """Markdown: accuracies per model/precision/attack/eps, masking flags."""
+  order = {f: i for i, f in enumerate(FAMILIES)}
+  rows = sorted(rows, key=lambda r: (
+      r.get('model', ''), r.get('precision', ''),
+      order.get(r.get('noise'), 99), r.get('params', {}).get('eps', 0)))
+  lines = [
+      '## Adversarial robustness', '',
+      'Accuracy (%) under attack: white-box through the gradient forward '
+      '(straight-through twin for quantized models), scored on the evaluated '
+      'model; "transfer": the same attack crafted on the float model; '
+      '"int8": the white-box adversarials on the real-integer graph; '
+      '"zero-grad": examples whose input gradient is exactly zero.', '',
+      '| model | precision | attack | eps | n | accuracy | transfer | int8 '
+      '| zero-grad | masking |',
+      '|---|---|---|---|---|---|---|---|---|---|']
+  flagged = []
+  for r in rows:
+    flag = bool(r.get('masking_flag'))
+    lines.append(
+        f'| {r.get("model")} | {r.get("precision")} | {r.get("noise")} | '
+        f'{_eps_text(r)} | {r.get("n")} | {_pct(r.get("accuracy"))} | '
+        f'{_pct(r.get("accuracy_transfer"))} | '
+        f'{_pct(r.get("accuracy_int8"))} | '
+        f'{_pct(r.get("zero_grad_fraction"))} | {"**yes**" if flag else ""} |')
+    if flag:
+      flagged.append(f'{r.get("model")} {r.get("precision")} '
+                     f'{r.get("noise")} {_eps_text(r)}')
+  # Cross-row check: gradient-free Square below white-box at the same eps.
+  white = {}
+  for r in rows:
+    if r.get('noise') in ('pgd_linf', 'apgd_ce', 'autoattack'):
+      k = (r.get('model'), r.get('precision'),
+           round(r.get('params', {}).get('eps', -1), 8))
+      white[k] = min(white.get(k, 1.0), r['accuracy'])
+  for r in rows:
+    if r.get('noise') != 'square':
+      continue
+    k = (r.get('model'), r.get('precision'),
+         round(r.get('params', {}).get('eps', -1), 8))
+    if k in white and r['accuracy'] < white[k] - masking.MASKING_MARGIN:
+      flagged.append(f'{k[0]} {k[1]}: Square {_pct(r["accuracy"])} % below '
+                     f'white-box {_pct(white[k])} % at {_eps_text(r)}')
+  lines.append('')
+  if flagged:
+    lines.append('**Possible gradient masking** (a transfer or black-box '
+                 'attack beat the white-box one by more than the margin; '
+                 'treat these robustness numbers as upper bounds):')
+    lines.extend(f'- {f}' for f in flagged)
+  else:
+    lines.append('No gradient-masking flag: white-box attacks were at least '
+                 'as strong as transfer and black-box attacks.')
+  return '\n'.join(lines) + '\n'

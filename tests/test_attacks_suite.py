@@ -1,0 +1,172 @@
+"""The adversarial suite on an in-memory dataset and the digits CNN.
+
+A float model, an honest "quantized" model (4-bit input rounding with a
+straight-through gradient twin) and a masked one (the same rounding, no
+straight-through twin: zero input gradients) show that the masking checks
+separate real robustness from gradient masking.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from robustmq_jax import suites
+from robustmq_jax.errors import UserError
+from robustmq_jax.evaluation import Evaluator
+from robustmq_jax.evaluation import make_mesh
+from robustmq_jax.suites import adversarial
+from tests import fakes
+from tests import test_attacks_helpers as helpers
+
+N = 40
+
+
+def _dataset():
+  _, _, x, y = helpers.digits()
+  images = np.round(x[:N] * 255).astype(np.uint8)
+  return fakes.ArrayDataset(images, y[:N], name='digits16')
+
+
+def _config(**overrides):
+  c = ml_collections.ConfigDict()
+  c.adversarial = adversarial.default_config(16)
+  c.adversarial.update(dict(
+      attacks=('fgsm', 'pgd_linf', 'pgd_l2', 'autoattack', 'square'),
+      linf_eps_255=(10.0, 25.0), l2_eps=(1.0,), pgd_steps=4,
+      autoattack_eps_255=25.0, autoattack_steps=4, autoattack_targets=2,
+      autoattack_queries=20, square_queries=40, num_examples=0,
+      autoattack_num_examples=24))
+  c.adversarial.update(overrides)
+  return c
+
+
+def _context(config):
+  return suites.SuiteContext(
+      config=config, dataset=_dataset(), evaluator=Evaluator(make_mesh()),
+      batch_size=16, seed=0, cache_dir='/tmp/unused')
+
+
+def _models():
+  params = helpers.trained_params()
+  net = helpers.DigitsCNN()
+  quantize = lambda x: jnp.round(x * 15) / 15
+  ste = lambda x: x + jax.lax.stop_gradient(quantize(x) - x)
+  fp = suites.ModelUnderTest(
+      name='cnn', precision='fp32', apply=net.apply, variables=params,
+      image_size=16)
+  honest = suites.ModelUnderTest(
+      name='cnn', precision='a4', apply=lambda v, x: net.apply(
+          v, quantize(x)), grad_apply=lambda v, x: net.apply(v, ste(x)),
+      serve_apply=lambda v, x: net.apply(v, quantize(x)),
+      serve_variables=params, variables=params, float_model=fp,
+      image_size=16, method='ptq')
+  masked = suites.ModelUnderTest(
+      name='cnn', precision='a4-masked',
+      apply=lambda v, x: net.apply(v, quantize(x)), variables=params,
+      float_model=fp, image_size=16, method='ptq')
+  return fp, honest, masked
+
+
+def test_registered_with_default_config():
+  assert 'adversarial' in suites.list_suites()
+  imagenet = adversarial.default_config(224)
+  assert tuple(imagenet.linf_eps_255) == (0.5, 1.0, 2.0, 4.0)
+  assert imagenet.pgd_steps == 20 and imagenet.step_ratio.linf == 0.25
+  assert imagenet.autoattack_eps_255 == 4.0
+  assert imagenet.autoattack_num_examples == 5000
+  assert (imagenet.autoattack_steps, imagenet.autoattack_targets,
+          imagenet.autoattack_queries) == (100, 9, 5000)
+  sample = adversarial.default_config(32)
+  assert 8.0 in sample.linf_eps_255
+
+
+def test_cells_cover_the_grid():
+  config = _config()
+  ctx = _context(config)
+  fp, honest, _ = _models()
+  cells = suites.get_suite('adversarial').cells(ctx, honest)
+  names = [c.noise for c in cells]
+  assert names == ['fgsm', 'fgsm', 'pgd_linf', 'pgd_linf', 'pgd_l2',
+                   'autoattack', 'square']
+  pgd = cells[2]
+  assert pgd.params['eps'] == pytest.approx(10 / 255)
+  assert pgd.params['step_size'] == pytest.approx(2.5 / 255)
+  assert pgd.n is None and cells[-1].n == 24
+  assert cells == suites.get_suite('adversarial').cells(ctx, fp)
+
+
+@pytest.mark.parametrize('bad, match', [
+    ({'attacks': ('pgd_l3',)}, 'attacks'),
+    ({'linf_eps_255': (1.0, -2.0)}, 'linf_eps_255'),
+    ({'pgd_steps': 0}, 'pgd_steps'),
+    ({'autoattack_version': 'rand'}, 'autoattack_version'),
+    ({'batch_size': 3}, 'batch_size'),
+    ({'masking_margin': 2.0}, 'masking_margin'),
+    ({'no_such_field': 1}, 'adversarial'),
+])
+def test_validation_names_the_field(bad, match):
+  config = _config()
+  with config.adversarial.unlocked():
+    for k, v in bad.items():
+      config.adversarial[k] = v
+  with pytest.raises(UserError, match=match):
+    suites.get_suite('adversarial').validate(config)
+
+
+def _run(model, config):
+  suite = suites.get_suite('adversarial')
+  ctx = _context(config)
+  cells = suite.cells(ctx, model)
+  return {(c.noise, round(c.params['eps'], 6)): m
+          for c, m in suite.run(ctx, model, cells)}
+
+
+def test_runs_and_flags_gradient_masking():
+  config = _config(attacks=('fgsm', 'pgd_linf'), linf_eps_255=(25.0,))
+  fp, honest, masked = _models()
+  eps = round(25 / 255, 6)
+  rows = {m.precision: _run(m, config) for m in (fp, honest, masked)}
+  for precision, r in rows.items():
+    for noise in ('fgsm', 'pgd_linf'):
+      m = r[(noise, eps)]
+      assert m['n'] == N and 0 <= m['accuracy'] <= 1
+  f, h, k = (rows[p][('pgd_linf', eps)] for p in ('fp32', 'a4', 'a4-masked'))
+  assert 'accuracy_transfer' not in f and f['zero_grad_fraction'] == 0
+  assert not f['masking_flag']
+  assert 'accuracy_transfer' in h and 'accuracy_int8' in h
+  assert h['accuracy_int8'] == h['accuracy']   # serve == apply here
+  assert k['zero_grad_fraction'] == 1.0
+  assert k['accuracy'] > k['accuracy_transfer'] + 0.1 and k['masking_flag']
+  assert k['accuracy'] > h['accuracy']
+
+
+def test_autoattack_and_square_rows_and_summary():
+  config = _config(attacks=('pgd_linf', 'autoattack', 'square'),
+                   linf_eps_255=(25.0,))
+  _, honest, _ = _models()
+  suite = suites.get_suite('adversarial')
+  ctx = _context(config)
+  rows = []
+  for cell, m in suite.run(ctx, honest, suite.cells(ctx, honest)):
+    rows.append(dict(model='cnn', precision='a4', suite='adversarial',
+                     noise=cell.noise, params=dict(cell.params), **m))
+  aa = [r for r in rows if r['noise'] == 'autoattack'][0]
+  assert aa['n'] == 24
+  stages = [aa[f'accuracy_after_{s}']
+            for s in ('apgd_ce', 'apgd_t', 'fab_t', 'square')]
+  assert all(a >= b for a, b in zip(stages, stages[1:]))
+  assert aa['accuracy'] <= stages[0] + 1e-9
+  text = suite.summarize(rows)
+  assert text.startswith('## Adversarial robustness')
+  assert '| cnn | a4 | autoattack | 25/255 | 24 |' in text
+  # A Square row far below white-box PGD at the same eps gets flagged.
+  fake = [dict(model='m', precision='w2', suite='adversarial',
+               noise='pgd_linf', params={'eps': 0.1, 'eps_255': 25.5},
+               n=10, accuracy=0.8, masking_flag=False),
+          dict(model='m', precision='w2', suite='adversarial',
+               noise='square', params={'eps': 0.1, 'eps_255': 25.5},
+               n=10, accuracy=0.2, masking_flag=False)]
+  assert 'Possible gradient masking' in suite.summarize(fake)
+  assert suite.summarize([]) == ''
