@@ -1,0 +1,15 @@
+"""Systematic noise (ImageNet-S): decoders x resize methods, on device.
+
+Public API:
+  resize(images, size, *, method): PIL / OpenCV resizes of uint8 NHWC
+    batches, emulated exactly with separable matmuls inside jit.
+  resize_many(images, size, *, method, crop=None): the same for a list of
+    images of different sizes (one compile per padded size).
+  decode(jpeg_bytes, *, decoder): decodes with a named library.
+  list_decoders(): every named decoder, its availability and why not.
+"""
+
+from robustmq_jax.systematic.resize import METHODS
+from robustmq_jax.systematic.resize import recipe
+from robustmq_jax.systematic.resize import REFERENCE_METHOD
+from robustmq_jax.systematic.resize import resize
