@@ -1,0 +1,267 @@
+"""Digital corruptions: contrast, brightness, saturate, elastic transform
+and pixelate (JPEG is in `jpeg.py`).
+
+Severity is traced in all five: elastic's smoothing is a matrix built from
+the traced sigma; pixelate's sampling tables are gathered per severity.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robustmq_jax.corruptions import color
+from robustmq_jax.corruptions import rng
+from robustmq_jax.corruptions.base import corruption
+
+
+@corruption('contrast', family='digital', random=False)
+def contrast(seed, x, p, static):
+  """Contrast: (x - m) * c + m with per-channel means m."""
+  del seed, static
+  m = jnp.mean(x, axis=(0, 1), keepdims=True)
+  return (x - m) * p['factor'] + m
+
+
+@corruption('brightness', family='weather', random=False)
+def brightness(seed, x, p, static):
+  """Brightness: HSV value + delta, clipped (skimage conversions)."""
+  del seed, static
+  hsv = color.rgb_to_hsv(x)
+  hsv = hsv.at[..., 2].set(jnp.clip(hsv[..., 2] + p['delta'], 0.0, 1.0))
+  return color.hsv_to_rgb(hsv)
+
+
+@corruption('saturate', family='digital', random=False)
+def saturate(seed, x, p, static):
+  """Saturate: HSV saturation * scale + shift, clipped."""
+  del seed, static
+  hsv = color.rgb_to_hsv(x)
+  hsv = hsv.at[..., 1].set(
+      jnp.clip(hsv[..., 1] * p['scale'] + p['shift'], 0.0, 1.0))
+  return color.hsv_to_rgb(hsv)
+
+
+# ---------------------------------------------------------------------------
+# Pixelate: PIL BOX down to int(side * c), BOX back up.
+#
+# PIL's BOX resampling gives each output pixel the (normalised) input pixels
+# whose centres fall in its box, with 22-bit integer weights and
+# round-half-up after each (horizontal, then vertical) pass. Up-sampling by
+# BOX copies one source pixel. We precompute, per severity and output pixel,
+# the taps of the down-sampled pixel it copies.
+
+
+def _box_coeffs(in_size: int, out_size: int):
+  """Pillow's `precompute_coeffs` for the BOX filter (8-bit weights)."""
+  scale = in_size / out_size
+  filterscale = max(scale, 1.0)
+  support = 0.5 * filterscale
+  taps, weights = [], []
+  for xx in range(out_size):
+    center = (xx + 0.5) * scale
+    xmin = max(int(center - support + 0.5), 0)
+    xmax = min(int(center + support + 0.5), in_size) - xmin
+    w = []
+    for x in range(xmax):
+      arg = (x + xmin - center + 0.5) / filterscale
+      w.append(1.0 if -0.5 < arg <= 0.5 else 0.0)
+    tot = sum(w)
+    w = [v / tot for v in w] if tot else w
+    taps.append(list(range(xmin, xmin + xmax)))
+    weights.append([int(0.5 + v * (1 << 22)) if v >= 0 else
+                    int(-0.5 + v * (1 << 22)) for v in w])
+  return taps, weights
+
+
+def pixelate_plan(side: int, factor: float):
+  """Taps [side, K] and integer weights [side, K] of one axis."""
+  small = int(side * factor)
+  d_taps, d_w = _box_coeffs(side, small)
+  u_taps, _ = _box_coeffs(small, side)
+  k = max(len(t) for t in d_taps)
+  taps = np.zeros((side, k), np.int32)
+  wts = np.zeros((side, k), np.int32)
+  for j in range(side):
+    (src,) = u_taps[j]
+    t, w = d_taps[src], d_w[src]
+    taps[j, :len(t)] = t
+    wts[j, :len(w)] = w
+  return taps, wts
+
+
+def _prepare_pixelate(table, h, w):
+  factors = table.fields('pixelate')['factor']
+  plans = {'h': [pixelate_plan(h, c) for c in factors],
+           'w': [pixelate_plan(w, c) for c in factors]}
+  out = {}
+  for axis, pl in plans.items():
+    k = max(t.shape[1] for t, _ in pl)
+    taps = np.zeros((5, pl[0][0].shape[0], k), np.int32)
+    wts = np.zeros_like(taps)
+    for s, (t, wt) in enumerate(pl):
+      taps[s, :, :t.shape[1]] = t
+      wts[s, :, :t.shape[1]] = wt
+    out[f'taps_{axis}'] = taps
+    out[f'weights_{axis}'] = wts
+  return out, {}
+
+
+def _resample_axis(x, taps, weights, axis):
+  """sum_k x[taps[j, k]] * weights[j, k] along `axis`, rounded like PIL."""
+  acc = None
+  for k in range(taps.shape[1]):
+    term = jnp.take(x, taps[:, k], axis=axis)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    term = term * weights[:, k].reshape(shape)
+    acc = term if acc is None else acc + term
+  return jnp.clip((acc + (1 << 21)) >> 22, 0, 255)
+
+
+@corruption('pixelate', family='digital', random=False,
+            prepare=_prepare_pixelate)
+def pixelate(seed, x, p, static):
+  """Pixelate: PIL BOX resize down to int(side * c), then BOX back up (as
+  hendrycks/robustness; `imagecorruptions` up-samples with NEAREST). The
+  input is rounded to uint8 first, as PIL needs."""
+  del seed, static
+  u8 = jnp.round(x * 255.0).astype(jnp.int32)
+  u8 = _resample_axis(u8, p['taps_w'], p['weights_w'], 1)
+  u8 = _resample_axis(u8, p['taps_h'], p['weights_h'], 0)
+  return u8.astype(jnp.float32) / 255.0
+
+
+# ---------------------------------------------------------------------------
+# Elastic transform (hendrycks/robustness; `imagecorruptions` has a different
+# one without the affine part).
+
+
+def _reflect101(i, n):
+  """OpenCV BORDER_REFLECT_101 index (any distance outside)."""
+  if n == 1:
+    return jnp.zeros_like(i)
+  period = 2 * (n - 1)
+  i = jnp.mod(i, period)
+  return jnp.where(i >= n, period - i, i)
+
+
+def _reflect_half(i, n):
+  """scipy mode='reflect' (half-sample symmetric) index."""
+  period = 2 * n
+  i = jnp.mod(i, period)
+  return jnp.where(i >= n, period - 1 - i, i)
+
+
+def affine_points(h: int, w: int) -> np.ndarray:
+  """The reference's three source points (x, y) around the centre."""
+  centre = np.float32((h, w)) // 2
+  half = min(h, w) // 3
+  return np.float32([centre + half,
+                     [centre[0] + half, centre[1] - half],
+                     centre - half])
+
+
+def warp_affine_reflect101(x, pts_src, pts_dst):
+  """cv2.warpAffine(x, getAffineTransform(src, dst), INTER_LINEAR,
+  BORDER_REFLECT_101) for one HWC float image.
+
+  OpenCV maps every output pixel back with the inverse transform in fixed
+  point (1/1024 px, rounded), then quantises the position to 1/32 px and
+  interpolates bilinearly with float weights; we do the same.
+  """
+  h, w, _ = x.shape
+  # Inverse map: output (dst) points -> input (src) points.
+  a = jnp.concatenate([pts_dst, jnp.ones((3, 1), jnp.float32)], axis=1)
+  m = jnp.linalg.solve(a, pts_src).T  # [2, 3]: src = m @ [dst_x, dst_y, 1]
+  xs = jnp.arange(w, dtype=jnp.float32)
+  ys = jnp.arange(h, dtype=jnp.float32)
+  adelta = jnp.round(m[0, 0] * xs * 1024).astype(jnp.int32)
+  bdelta = jnp.round(m[1, 0] * xs * 1024).astype(jnp.int32)
+  x0 = jnp.round((m[0, 1] * ys + m[0, 2]) * 1024).astype(jnp.int32) + 16
+  y0 = jnp.round((m[1, 1] * ys + m[1, 2]) * 1024).astype(jnp.int32) + 16
+  big_x = (x0[:, None] + adelta[None, :]) >> 5
+  big_y = (y0[:, None] + bdelta[None, :]) >> 5
+  ix, fx = big_x >> 5, (big_x & 31).astype(jnp.float32) / 32
+  iy, fy = big_y >> 5, (big_y & 31).astype(jnp.float32) / 32
+  x0i, x1i = _reflect101(ix, w), _reflect101(ix + 1, w)
+  y0i, y1i = _reflect101(iy, h), _reflect101(iy + 1, h)
+  fx, fy = fx[..., None], fy[..., None]
+  top = (1 - fx) * x[y0i, x0i] + fx * x[y0i, x1i]
+  bot = (1 - fx) * x[y1i, x0i] + fx * x[y1i, x1i]
+  return (1 - fy) * top + fy * bot
+
+
+def gaussian_matrix_reflect(n: int, sigma, max_radius: int) -> jax.Array:
+  """[n, n] matrix of scipy `gaussian_filter1d(mode='reflect', truncate=3)`.
+
+  Works for kernels wider than the axis (repeated reflection), which
+  ImageNet-C's severity 1 needs (sigma 170.8 on 224 pixels). sigma may be
+  traced; `max_radius` is static. sigma ~ 0 is the identity (as scipy).
+  """
+  sigma = jnp.asarray(sigma, jnp.float32)
+  k = jnp.arange(-max_radius, max_radius + 1, dtype=jnp.float32)
+  radius = jnp.floor(3.0 * sigma + 0.5)
+  s = jnp.maximum(sigma, 1e-6)
+  wts = jnp.where(jnp.abs(k) <= radius, jnp.exp(-0.5 * (k / s) ** 2), 0.0)
+  wts = wts / jnp.sum(wts)
+  src = _reflect_half(jnp.arange(n)[:, None] + k.astype(jnp.int32)[None, :], n)
+  mat = jnp.zeros((n, n), jnp.float32)
+  mat = mat.at[jnp.arange(n)[:, None], src].add(
+      jnp.broadcast_to(wts, src.shape))
+  return jnp.where(sigma > 1e-15, mat, jnp.eye(n, dtype=jnp.float32))
+
+
+def map_coordinates_reflect(x, yy, xx):
+  """scipy map_coordinates(order=1, mode='reflect') for an HWC image."""
+  h, w, _ = x.shape
+  y0 = jnp.floor(yy)
+  x0 = jnp.floor(xx)
+  fy = (yy - y0)[..., None]
+  fx = (xx - x0)[..., None]
+  y0 = y0.astype(jnp.int32)
+  x0 = x0.astype(jnp.int32)
+  ya, yb = _reflect_half(y0, h), _reflect_half(y0 + 1, h)
+  xa, xb = _reflect_half(x0, w), _reflect_half(x0 + 1, w)
+  top = (1 - fx) * x[ya, xa] + fx * x[ya, xb]
+  bot = (1 - fx) * x[yb, xa] + fx * x[yb, xb]
+  return (1 - fy) * top + fy * bot
+
+
+def _prepare_elastic(table, h, w):
+  f = table.fields('elastic_transform')
+  return f, {'max_radius': int(3.0 * f['sigma'].max() + 0.5)}
+
+
+def elastic_draws(seed, h, w):
+  """(jitter [3, 2], dx [H, W], dy [H, W]), all U(-1, 1)."""
+  return (rng.uniform(rng.substream(seed, 0), (3, 2), -1.0, 1.0),
+          rng.uniform(rng.substream(seed, 1), (h, w), -1.0, 1.0),
+          rng.uniform(rng.substream(seed, 2), (h, w), -1.0, 1.0))
+
+
+def elastic_core(x, draws, p, static):
+  """Elastic transform given the draws of `elastic_draws`."""
+  h, w, _ = x.shape
+  jitter, ux, uy = draws
+  pts1 = jnp.asarray(affine_points(h, w))
+  pts2 = pts1 + (jitter * p['jitter']).astype(jnp.float32)
+  # The reference's points are (x, y) = (col, row): cv2 convention.
+  x = warp_affine_reflect101(x, pts1, pts2)
+  gh = gaussian_matrix_reflect(h, p['sigma'], static['max_radius'])
+  gw = gh if h == w else gaussian_matrix_reflect(w, p['sigma'],
+                                                 static['max_radius'])
+  dx = p['alpha'] * (gh @ ux @ gw.T)
+  dy = p['alpha'] * (gh @ uy @ gw.T)
+  rows = jnp.arange(h, dtype=jnp.float32)[:, None] + dy
+  cols = jnp.arange(w, dtype=jnp.float32)[None, :] + dx
+  return map_coordinates_reflect(x, rows, cols)
+
+
+@corruption('elastic_transform', family='digital', prepare=_prepare_elastic)
+def elastic_transform(seed, x, p, static):
+  """Elastic transform: a random affine warp (three points jittered by
+  U(-j, j), OpenCV warpAffine with reflect-101 borders), then displacement
+  fields U(-1, 1) smoothed by a Gaussian (sigma, truncate 3, reflect) times
+  alpha, resampled bilinearly (scipy map_coordinates, reflect)."""
+  h, w, _ = x.shape
+  return elastic_core(x, elastic_draws(seed, h, w), p, static)
