@@ -210,7 +210,8 @@ class ViT(nn.Module):
       raise ValueError(f'unknown posemb {self.posemb!r}')
     if self.pool == 'token':
       cls = self.param('cls', nn.initializers.zeros, (1, 1, c))
-      x = jnp.concatenate([jnp.broadcast_to(cls, (n, 1, c)).astype(x.dtype),
+      # zeros_like(x[:, :1]) keeps x's batch sharding (explicit meshes).
+      x = jnp.concatenate([jnp.zeros_like(x[:, :1]) + cls.astype(x.dtype),
                            x], axis=1)
     elif self.pool != 'gap':
       raise ValueError(f'unknown pool {self.pool!r}')
