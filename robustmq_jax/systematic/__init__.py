@@ -9,7 +9,7 @@ Public API:
   list_decoders(): every named decoder, its availability and why not.
 """
 
-from robustmq_jax.systematic.resize import METHODS
-from robustmq_jax.systematic.resize import recipe
-from robustmq_jax.systematic.resize import REFERENCE_METHOD
-from robustmq_jax.systematic.resize import resize
+from robustmq_jax.systematic.resample import METHODS
+from robustmq_jax.systematic.resample import recipe
+from robustmq_jax.systematic.resample import REFERENCE_METHOD
+from robustmq_jax.systematic.resample import resize

@@ -10,7 +10,7 @@ rounding. Recipes are built in numpy (float64 where the library uses double),
 once per (input size, output size, method), and turned into dense matrices
 for the device (`Taps.dense`).
 
-Kinds (the arithmetic of `robustmq_jax.systematic.resize`):
+Kinds (the arithmetic of `robustmq_jax.systematic.resample`):
 
 * ``select``: nearest neighbour; one tap of weight 1 per axis.
 * ``fixed2``: PIL's 8-bit convolution: integer weights in units of 2**-22,

@@ -212,7 +212,7 @@ def apply_planned(images: jax.Array, plan: Mapping[str, jax.Array],
   Returns:
     uint8 [B, oh, ow, C].
   """
-  kinds = sorted({k.split('/')[0] for k in plan if '/' in k})
+  kinds = sorted({k.split('/')[0] for k in plan if '/' in k})  # as planned
   if not kinds:
     raise ValueError(f'empty plan for {method}')
   outs = [_apply_kind(images, kind, plan) for kind in kinds]
@@ -237,6 +237,9 @@ def _apply_kind(x, kind: str, plan):
   s = x.shape[1]
   if kind == 'select':
     return apply_select(x, plan['select/y_index'], plan['select/x_index'])
+  if kind == 'fixed2' and 'fixed2/transpose' not in plan:
+    return apply_fixed2(x, _dense(plan, 'x', kind, s),
+                        _dense(plan, 'y', kind, s))
   if kind == 'fixed2':
     flip = plan['fixed2/transpose'][:, None, None, None]
     xt = jnp.where(flip, jnp.swapaxes(x, 1, 2), x)

@@ -1,0 +1,172 @@
+"""Resizing batches of differently sized images with one compile.
+
+Decoded photographs differ in size, and a Recipe depends on the sizes. To
+keep one compiled program per batch shape, the host pads every image to the
+top-left of a common square (`pad_square`, side rounded up to a multiple of
+32) and describes each image's resize as arrays (`plan_batch`): the taps of
+both axes, padded to a power-of-two tap count, plus per-image flags. On
+device (`resample.apply_planned`) the taps become per-image dense matrices by
+scatter-add, and the same kernels as `resample.resize` run as batched
+contractions. The padding never enters a result: taps only address real
+pixels.
+
+What recompiles: a new padded side, a new tap-count bucket, or a new set of
+recipe kinds in a batch (e.g. the first batch where OpenCV's INTER_AREA must
+enlarge an image). Images whose kind differs within one method are all
+computed by every kind present and selected per image.
+
+Pillow's pass order depends on the image (`resize_pil.vertical_first`); for
+square outputs the device transposes those images (and swaps their taps) so
+that one width-first program serves both orders.
+"""
+
+import functools
+from typing import Mapping, Sequence
+
+import jax
+import numpy as np
+
+from robustmq_jax.systematic import resample
+from robustmq_jax.systematic.recipe import Recipe
+from robustmq_jax.systematic.recipe import Taps
+
+SIDE_MULTIPLE = 32
+_FLOAT_KINDS = ('float2', 'float_seq')
+
+
+def padded_side(sizes: Sequence[tuple[int, int]],
+                multiple: int = SIDE_MULTIPLE) -> int:
+  """The square side that holds every (h, w), rounded up to `multiple`."""
+  m = max(max(int(h), int(w)) for h, w in sizes)
+  return -(-m // multiple) * multiple
+
+
+def pad_square(images: Sequence[np.ndarray], side: int) -> np.ndarray:
+  """Stacks HWC uint8 images at the top-left of side x side zeros."""
+  c = images[0].shape[2]
+  out = np.zeros((len(images), side, side, c), np.uint8)
+  for i, im in enumerate(images):
+    out[i, :im.shape[0], :im.shape[1]] = im
+  return out
+
+
+def _bucket(k: int) -> int:
+  return 1 << max(0, int(k) - 1).bit_length()
+
+
+def _kind(r: Recipe, square_out: bool) -> str:
+  if r.kind == 'fixed2' and r.vertical_first and not square_out:
+    return 'fixed2v'
+  return r.kind
+
+
+def _stack(taps: Sequence[Taps | None], k: int, dtype, out: int):
+  index = np.zeros((len(taps), out, k), np.int32)
+  weight = np.zeros((len(taps), out, k), dtype)
+  for i, t in enumerate(taps):
+    if t is not None:
+      index[i, :, :t.num_taps] = t.index
+      weight[i, :, :t.num_taps] = t.weight
+  return index, weight
+
+
+def plan_method(sizes: Sequence[tuple[int, int]], size: tuple[int, int],
+                method: str, *, crop: tuple[int, int, int, int] | None = None
+                ) -> dict[str, np.ndarray]:
+  """Per-image arrays for one method (see the module docstring).
+
+  Args:
+    sizes: (h, w) of every image of the batch.
+    size: (height, width) the library resizes to.
+    method: one of `resample.METHODS`.
+    crop: optional (top, left, height, width) of the resized image to keep.
+
+  Returns:
+    '<kind>/<field>' arrays with a leading batch axis, and 'branch' [B]
+    int32 (index into the sorted kinds) when the batch mixes kinds.
+  """
+  recipes = []
+  for h, w in sizes:
+    r = resample.recipe((h, w), size, method)
+    recipes.append(r.crop(*crop) if crop else r)
+  oh, ow = recipes[0].out_size
+  square = oh == ow
+  kinds = [_kind(r, square) for r in recipes]
+  present = sorted(set(kinds))
+  plan = {}
+  if len(present) > 1:
+    plan['branch'] = np.asarray([present.index(k) for k in kinds], np.int32)
+  for kind in present:
+    mine = [r if k == kind else None for r, k in zip(recipes, kinds)]
+    if kind == 'select':
+      plan['select/y_index'] = np.stack(
+          [r.y.index[:, 0] if r else np.zeros(oh, np.int32) for r in mine])
+      plan['select/x_index'] = np.stack(
+          [r.x.index[:, 0] if r else np.zeros(ow, np.int32) for r in mine])
+      continue
+    flip = [bool(r is not None and kind == 'fixed2' and r.vertical_first)
+            for r in mine]
+    xs = [None if r is None else (r.y if f else r.x)
+          for r, f in zip(mine, flip)]
+    ys = [None if r is None else (r.x if f else r.y)
+          for r, f in zip(mine, flip)]
+    dtype = np.float32 if kind in _FLOAT_KINDS else np.int32
+    for axis, taps, n_out in (('x', xs, ow), ('y', ys, oh)):
+      k = _bucket(max(t.num_taps for t in taps if t is not None))
+      if kind == 'linear_simd' and axis == 'y':
+        k = 2  # the two-tap vertical formula, never padded
+      index, weight = _stack(taps, k, dtype, n_out)
+      plan[f'{kind}/{axis}_index'] = index
+      plan[f'{kind}/{axis}_weight'] = weight
+    if kind == 'fixed2' and square:
+      plan['fixed2/transpose'] = np.asarray(flip)
+    if kind == 'float_seq':
+      plan['float_seq/post_scale'] = np.asarray(
+          [r.post_scale if r else 1.0 for r in mine], np.float32)
+      plan['float_seq/half_up'] = np.asarray(
+          [bool(r and r.half_up) for r in mine])
+  return plan
+
+
+def plan_batch(sizes: Sequence[tuple[int, int]], size: tuple[int, int],
+               methods: Sequence[str], *,
+               crop: tuple[int, int, int, int] | None = None,
+               prefix: str = '') -> dict[str, np.ndarray]:
+  """`plan_method` for several methods, keys '<prefix><method>/<...>'."""
+  out = {}
+  for m in methods:
+    for k, v in plan_method(sizes, size, m, crop=crop).items():
+      out[f'{prefix}{m}/{k}'] = v
+  return out
+
+
+def method_plan(arrays: Mapping[str, jax.Array], method: str,
+                prefix: str = '') -> dict[str, jax.Array]:
+  """The arrays of one method out of `plan_batch`'s dict."""
+  head = f'{prefix}{method}/'
+  return {k[len(head):]: v for k, v in arrays.items() if k.startswith(head)}
+
+
+@functools.partial(jax.jit, static_argnames='method')
+def _apply(images, plan, method):
+  return resample.apply_planned(images, plan, method)
+
+
+def resize_many(images: Sequence[np.ndarray], size: tuple[int, int], *,
+                method: str,
+                crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+  """Resizes HWC uint8 images of any sizes on device, as `resize` would.
+
+  Args:
+    images: uint8 [h_i, w_i, C] arrays.
+    size: (height, width) to resize to.
+    method: one of `resample.METHODS`.
+    crop: optional (top, left, height, width) of the result to keep.
+
+  Returns:
+    uint8 [N, height, width, C] (or the crop's size).
+  """
+  sizes = [im.shape[:2] for im in images]
+  side = padded_side(sizes)
+  plan = plan_method(sizes, tuple(size), method, crop=crop)
+  return np.asarray(_apply(pad_square(images, side), plan, method))
