@@ -56,7 +56,7 @@ def study_config(arg: str | None, *, imagenet_model: str, sample_model: str,
   c.log_every_s = 10.0
   c.checkpoints = ml_collections.ConfigDict({
       model: (f'checkpoints/sample/{model}/fp32' if sample
-              else f'checkpoints/imagenet/{model}')})
+              else f'checkpoints/imagenet/{model}/fp32')})
   c.checkpoint_hint = (
       'train it with `python scripts/train.py --model=' + model +
       '` (see checkpoints/README.md)' if sample else '')
