@@ -13,3 +13,12 @@ from robustmq_jax.systematic.resample import METHODS
 from robustmq_jax.systematic.resample import recipe
 from robustmq_jax.systematic.resample import REFERENCE_METHOD
 from robustmq_jax.systematic.resample import resize
+from robustmq_jax.systematic.batch import resize_many
+from robustmq_jax.systematic.decoders import available_decoders
+from robustmq_jax.systematic.decoders import decode
+from robustmq_jax.systematic.decoders import decode_many
+from robustmq_jax.systematic.decoders import DECODERS
+from robustmq_jax.systematic.decoders import DecodeError
+from robustmq_jax.systematic.decoders import DecoderUnavailable
+from robustmq_jax.systematic.decoders import list_decoders
+from robustmq_jax.systematic.decoders import REFERENCE_DECODER

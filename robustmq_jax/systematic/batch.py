@@ -21,7 +21,7 @@ that one width-first program serves both orders.
 """
 
 import functools
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -70,6 +70,73 @@ def _stack(taps: Sequence[Taps | None], k: int, dtype, out: int):
   return index, weight
 
 
+_ALL_KINDS = ('select', 'fixed2', 'fixed2v', 'fixed1', 'linear_simd',
+              'float2', 'float_seq')
+
+
+def _recipes(sizes, size, method, crop):
+  recipes = []
+  for h, w in sizes:
+    r = resample.recipe((h, w), size, method)
+    recipes.append(r.crop(*crop) if crop else r)
+  oh, ow = recipes[0].out_size
+  return recipes, [_kind(r, oh == ow) for r in recipes]
+
+
+def _layout(recipes, kinds) -> np.ndarray:
+  """Per kind: [used, width taps, height taps] (bucketed), flattened."""
+  out = np.zeros((len(_ALL_KINDS), 3), np.int64)
+  for r, k in zip(recipes, kinds):
+    row = out[_ALL_KINDS.index(k)]
+    row[0] = 1
+    if k != 'select':
+      row[1] = max(row[1], _bucket(r.x.num_taps))
+      row[2] = max(row[2], _bucket(r.y.num_taps))
+  return out.reshape(-1)
+
+
+def _materialize(recipes, kinds, layout) -> dict[str, np.ndarray]:
+  layout = np.asarray(layout).reshape(len(_ALL_KINDS), 3)
+  oh, ow = recipes[0].out_size
+  square = oh == ow
+  present = [k for k, row in zip(_ALL_KINDS, layout) if row[0]]
+  present.sort()  # `resample.apply_planned` reads kinds in sorted order.
+  plan = {}
+  if len(present) > 1:
+    plan['branch'] = np.asarray([present.index(k) for k in kinds], np.int32)
+  for kind in present:
+    mine = [r if k == kind else None for r, k in zip(recipes, kinds)]
+    if kind == 'select':
+      plan['select/y_index'] = np.stack(
+          [r.y.index[:, 0] if r else np.zeros(oh, np.int32) for r in mine])
+      plan['select/x_index'] = np.stack(
+          [r.x.index[:, 0] if r else np.zeros(ow, np.int32) for r in mine])
+      continue
+    _, kx, ky = layout[_ALL_KINDS.index(kind)]
+    flip = [bool(r is not None and kind == 'fixed2' and r.vertical_first)
+            for r in mine]
+    # A flipped image is transposed on device: its height taps act first.
+    xs = [None if r is None else (r.y if f else r.x)
+          for r, f in zip(mine, flip)]
+    ys = [None if r is None else (r.x if f else r.y)
+          for r, f in zip(mine, flip)]
+    dtype = np.float32 if kind in _FLOAT_KINDS else np.int32
+    if kind == 'linear_simd':
+      ky = 2  # the two-tap vertical formula
+    for axis, taps, k, n_out in (('x', xs, kx, ow), ('y', ys, ky, oh)):
+      index, weight = _stack(taps, int(max(k, 1)), dtype, n_out)
+      plan[f'{kind}/{axis}_index'] = index
+      plan[f'{kind}/{axis}_weight'] = weight
+    if kind == 'fixed2' and square:
+      plan['fixed2/transpose'] = np.asarray(flip)
+    if kind == 'float_seq':
+      plan['float_seq/post_scale'] = np.asarray(
+          [r.post_scale if r else 1.0 for r in mine], np.float32)
+      plan['float_seq/half_up'] = np.asarray(
+          [bool(r and r.half_up) for r in mine])
+  return plan
+
+
 def plan_method(sizes: Sequence[tuple[int, int]], size: tuple[int, int],
                 method: str, *, crop: tuple[int, int, int, int] | None = None
                 ) -> dict[str, np.ndarray]:
@@ -85,57 +152,36 @@ def plan_method(sizes: Sequence[tuple[int, int]], size: tuple[int, int],
     '<kind>/<field>' arrays with a leading batch axis, and 'branch' [B]
     int32 (index into the sorted kinds) when the batch mixes kinds.
   """
-  recipes = []
-  for h, w in sizes:
-    r = resample.recipe((h, w), size, method)
-    recipes.append(r.crop(*crop) if crop else r)
-  oh, ow = recipes[0].out_size
-  square = oh == ow
-  kinds = [_kind(r, square) for r in recipes]
-  present = sorted(set(kinds))
-  plan = {}
-  if len(present) > 1:
-    plan['branch'] = np.asarray([present.index(k) for k in kinds], np.int32)
-  for kind in present:
-    mine = [r if k == kind else None for r, k in zip(recipes, kinds)]
-    if kind == 'select':
-      plan['select/y_index'] = np.stack(
-          [r.y.index[:, 0] if r else np.zeros(oh, np.int32) for r in mine])
-      plan['select/x_index'] = np.stack(
-          [r.x.index[:, 0] if r else np.zeros(ow, np.int32) for r in mine])
-      continue
-    flip = [bool(r is not None and kind == 'fixed2' and r.vertical_first)
-            for r in mine]
-    xs = [None if r is None else (r.y if f else r.x)
-          for r, f in zip(mine, flip)]
-    ys = [None if r is None else (r.x if f else r.y)
-          for r, f in zip(mine, flip)]
-    dtype = np.float32 if kind in _FLOAT_KINDS else np.int32
-    for axis, taps, n_out in (('x', xs, ow), ('y', ys, oh)):
-      k = _bucket(max(t.num_taps for t in taps if t is not None))
-      if kind == 'linear_simd' and axis == 'y':
-        k = 2  # the two-tap vertical formula, never padded
-      index, weight = _stack(taps, k, dtype, n_out)
-      plan[f'{kind}/{axis}_index'] = index
-      plan[f'{kind}/{axis}_weight'] = weight
-    if kind == 'fixed2' and square:
-      plan['fixed2/transpose'] = np.asarray(flip)
-    if kind == 'float_seq':
-      plan['float_seq/post_scale'] = np.asarray(
-          [r.post_scale if r else 1.0 for r in mine], np.float32)
-      plan['float_seq/half_up'] = np.asarray(
-          [bool(r and r.half_up) for r in mine])
-  return plan
+  recipes, kinds = _recipes(sizes, size, method, crop)
+  return _materialize(recipes, kinds, _layout(recipes, kinds))
 
 
 def plan_batch(sizes: Sequence[tuple[int, int]], size: tuple[int, int],
                methods: Sequence[str], *,
                crop: tuple[int, int, int, int] | None = None,
-               prefix: str = '') -> dict[str, np.ndarray]:
-  """`plan_method` for several methods, keys '<prefix><method>/<...>'."""
+               prefix: str = '',
+               agree: Callable[[np.ndarray], np.ndarray] | None = None
+               ) -> dict[str, np.ndarray]:
+  """`plan_method` for several methods, keys '<prefix><method>/<...>'.
+
+  Args:
+    sizes: (h, w) of every image of this host's batch.
+    size: (height, width) the library resizes to.
+    methods: resize methods.
+    crop: optional (top, left, height, width) to keep.
+    prefix: key prefix.
+    agree: with several processes, an element-wise max over processes of an
+      int vector, so that every host emits the same kinds and tap counts
+      (hence the same global shapes).
+  """
+  built = [_recipes(sizes, size, m, crop) for m in methods]
+  layouts = np.concatenate([_layout(r, k) for r, k in built])
+  if agree is not None:
+    layouts = np.asarray(agree(layouts))
+  layouts = layouts.reshape(len(methods), -1)
   out = {}
-  for m in methods:
-    for k, v in plan_method(sizes, size, m, crop=crop).items():
+  for m, (recipes, kinds), lay in zip(methods, built, layouts):
+    for k, v in _materialize(recipes, kinds, lay).items():
       out[f'{prefix}{m}/{k}'] = v
   return out
 

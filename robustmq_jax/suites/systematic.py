@@ -1,0 +1,230 @@
+"""The systematic suite: ImageNet-S decoder x resize grid on the test split.
+
+For every available decoder, the raw files of the split are decoded once on
+the host; the 11 resizes (PIL and OpenCV, emulated exactly on device,
+`robustmq_jax.systematic`) then run inside the compiled evaluation step,
+followed by the centre crop and the model. One cell per (decoder, resize):
+``noise`` is the resize method, ``params`` hold the decoder and the geometry.
+
+Config (`config.systematic`, all optional; see `default_config`):
+  decoders: names, or 'all' (every name in `systematic.DECODERS`); those whose
+    library is missing are skipped, logged and listed in every row's
+    'skipped_decoders' and in the report, never evaluated with a substitute.
+  resizes: resize methods, or 'all' (the 11).
+  protocol: 'imagenet' (square resize to `resize_to`, centre crop to the model
+    size; ImageNet-S at 224) or 'native' (resize straight to the model size).
+  resize_to: side of the square resize; 0 = model size * 256/224 with an
+    even margin (256 for 224, 36 for 32).
+  num_examples: evaluate a fixed seeded subset of this many test examples;
+    0 = the whole split (`config.data.num_examples`).
+
+Rows: 'accuracy', 'n', 'decode_failures' (files the decoder rejected; they
+count as errors), 'decoder_library', 'skipped_decoders'.
+"""
+
+from typing import Any, Iterator, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from robustmq_jax import systematic
+from robustmq_jax.errors import invalid
+from robustmq_jax.suites import base
+from robustmq_jax.systematic import batch as batch_lib
+from robustmq_jax.systematic import resample
+from robustmq_jax.systematic import protocol as protocol_lib
+from robustmq_jax.systematic import report
+
+_FIELDS = ('decoders', 'resizes', 'protocol', 'resize_to', 'num_examples')
+_PREFIX = 'rs/'
+
+
+def default_config(image_size: int = 224) -> ml_collections.ConfigDict:
+  """`config.systematic` defaults (the sample uses a 200-image subset)."""
+  return ml_collections.ConfigDict({
+      'decoders': 'all',
+      'resizes': 'all',
+      'protocol': 'imagenet',
+      'resize_to': 0,
+      'num_examples': 200 if image_size <= 32 else 0,
+  })
+
+
+def _cfg(config) -> ml_collections.ConfigDict:
+  return config.get('systematic') or ml_collections.ConfigDict()
+
+
+def _names(cfg, field: str, allowed: Sequence[str]) -> list[str]:
+  value = cfg.get(field)
+  if value is None or value == 'all':
+    return list(allowed)
+  if isinstance(value, str):
+    value = (value,)
+  if not isinstance(value, (list, tuple)):
+    raise invalid(f'config.systematic.{field}', value, 'a tuple of names')
+  names = [n.strip() for v in value for n in str(v).split(',') if n.strip()]
+  for n in names:
+    if n not in allowed:
+      raise invalid(f'config.systematic.{field}', n, allowed)
+  if not names:
+    raise invalid(f'config.systematic.{field}', value, 'at least one name')
+  return list(dict.fromkeys(names))
+
+
+class _PlannedBatch:
+  """A host batch plus its per-image resize plans (extra global arrays)."""
+
+  def __init__(self, host_batch, extra):
+    self._batch = host_batch
+    self._extra = extra
+
+  def as_dict(self):
+    d = self._batch.as_dict()
+    d.update(self._extra)
+    return d
+
+
+def _agree(vec: np.ndarray) -> np.ndarray:
+  """Element-wise max over processes (identity on one process)."""
+  if jax.process_count() == 1:
+    return vec
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(vec)).max(axis=0)
+
+
+@base.register
+class SystematicSuite(base.Suite):
+  """Decoder x resize grid (ImageNet-S) with device-side resizes."""
+
+  name = 'systematic'
+
+  def __init__(self):
+    self._fns = {}
+    self._logged = set()
+
+  # ------------------------------------------------------------- config
+  def validate(self, config) -> None:
+    cfg = _cfg(config)
+    for k in cfg.keys():
+      if k not in _FIELDS:
+        raise invalid('config.systematic', k, _FIELDS)
+    _names(cfg, 'decoders', systematic.DECODERS)
+    _names(cfg, 'resizes', systematic.METHODS)
+    if cfg.get('protocol', 'imagenet') not in protocol_lib.PROTOCOLS:
+      raise invalid('config.systematic.protocol', cfg.get('protocol'),
+                    protocol_lib.PROTOCOLS)
+    for field in ('resize_to', 'num_examples'):
+      v = cfg.get(field)
+      if v is not None and (isinstance(v, bool) or not isinstance(v, int)
+                            or v < 0):
+        raise invalid(f'config.systematic.{field}', v,
+                      'an int >= 0 (0 = default)')
+
+  def _protocol(self, ctx, model) -> protocol_lib.Protocol:
+    cfg = _cfg(ctx.config)
+    return protocol_lib.make(cfg.get('protocol', 'imagenet'),
+                             model.image_size, cfg.get('resize_to') or None)
+
+  def _decoders(self, ctx) -> tuple[list[str], dict[str, str]]:
+    wanted = _names(_cfg(ctx.config), 'decoders', systematic.DECODERS)
+    info = {d.name: d for d in systematic.list_decoders()}
+    use = [d for d in wanted if info[d].available]
+    skipped = {d: info[d].reason for d in wanted if not info[d].available}
+    for d, why in skipped.items():
+      if d not in self._logged:
+        self._logged.add(d)
+        logging.warning('systematic: decoder %s skipped: %s', d, why)
+    return use, skipped
+
+  def cells(self, ctx, model) -> Sequence[base.Cell]:
+    proto = self._protocol(ctx, model)
+    cfg = _cfg(ctx.config)
+    n = cfg.get('num_examples')
+    n = n if n and n < ctx.num_examples else None
+    resizes = _names(cfg, 'resizes', systematic.METHODS)
+    decoders, _ = self._decoders(ctx)
+    return [base.Cell(m, {'decoder': d, **proto.params()}, n=n)
+            for d in decoders for m in resizes]
+
+  # ---------------------------------------------------------------- run
+  def _fn(self, apply, methods: tuple[str, ...]):
+    key = (apply, methods)
+    if key not in self._fns:
+
+      def fn(variables, b, key_):
+        del key_
+        # The evaluator hands images as float32 u/255: recover u exactly.
+        x = jnp.round(b['image'] * 255.0).astype(jnp.uint8)
+        outs = jnp.stack([
+            resample.apply_planned(
+                x, batch_lib.method_plan(b, m, _PREFIX), m)
+            for m in methods])
+        logits = jax.lax.map(
+            lambda im: apply(variables, im.astype(jnp.float32) / 255.0),
+            outs)
+        ok = b[_PREFIX + 'ok'].astype(jnp.float32)
+        hit = (jnp.argmax(logits, -1) == b['label'][None]).astype(jnp.float32)
+        values = {f'correct/{m}': hit[i] * ok for i, m in enumerate(methods)}
+        values['decode_failed'] = 1.0 - ok
+        return values
+
+      self._fns[key] = fn
+    return self._fns[key]
+
+  def _batches(self, ctx, ids, decoder, methods, proto) -> Iterator[Any]:
+    stash = {}
+    blank = np.zeros(proto.size + (3,), np.uint8)
+
+    def load(chunk):
+      datas = [ctx.dataset.jpeg_bytes(int(i)) for i in chunk]
+      images = systematic.decode_many(datas, decoder=decoder)
+      stash['ok'] = [im is not None for im in images]
+      images = [blank if im is None else im for im in images]
+      stash['sizes'] = [im.shape[:2] for im in images]
+      side = int(_agree(np.asarray(
+          [batch_lib.padded_side(stash['sizes'] or [proto.size])]))[0])
+      return batch_lib.pad_square(images, side) if images else np.zeros(
+          (0, side, side, 3), np.uint8)
+
+    for hb in ctx.batches(ids=ids, load=load):
+      real = int(hb.mask.sum())
+      sizes = list(stash['sizes'][:real])
+      ok = list(stash['ok'][:real])
+      fill = sizes[0] if sizes else proto.size
+      sizes += [fill] * (len(hb.mask) - real)
+      ok += [False] * (len(hb.mask) - real)
+      extra = batch_lib.plan_batch(sizes, proto.size, methods,
+                                   crop=proto.crop_box, prefix=_PREFIX,
+                                   agree=_agree)
+      extra[_PREFIX + 'ok'] = np.asarray(ok)
+      yield _PlannedBatch(hb, extra)
+
+  def run(self, ctx, model, cells) -> Iterator[tuple[base.Cell, dict]]:
+    proto = self._protocol(ctx, model)
+    _, skipped = self._decoders(ctx)
+    libs = {d.name: d.library for d in systematic.list_decoders()}
+    by_decoder = {}
+    for c in cells:
+      by_decoder.setdefault(c.params['decoder'], []).append(c)
+    for decoder, group in by_decoder.items():
+      methods = tuple(c.noise for c in group)
+      ids = ctx.subset(group[0].n)
+      s = ctx.evaluator.sums(
+          self._fn(model.apply, methods),
+          self._batches(ctx, ids, decoder, methods, proto),
+          variables=model.variables, total=len(ids),
+          desc=f'systematic {model.name} {model.precision} {decoder}')
+      for c in group:
+        yield c, {
+            'accuracy': s[f'correct/{c.noise}'] / s['n'],
+            'n': int(s['n']),
+            'decode_failures': int(round(s['decode_failed'])),
+            'decoder_library': libs[decoder],
+            'skipped_decoders': dict(skipped),
+        }
+
+  def summarize(self, rows) -> str:
+    return report.summarize(rows)
