@@ -11,7 +11,9 @@ torchvision ops that do not exist; the Python models still work, the C ops
 import pytest
 
 
-def _patch_register_fake(torch) -> None:
+def patch_register_fake() -> None:
+  """Makes `import torchvision` work on CPU-only torch (idempotent)."""
+  import torch  # pylint: disable=g-import-not-at-top
   real = torch.library.register_fake
   if getattr(real, '_robustmq_shim', False):
     return
@@ -32,8 +34,8 @@ def _patch_register_fake(torch) -> None:
 
 def import_torchvision():
   """Returns torchvision (with the CPU shim), or skips the test."""
-  torch = pytest.importorskip('torch')
-  _patch_register_fake(torch)
+  pytest.importorskip('torch')
+  patch_register_fake()
   return pytest.importorskip('torchvision')
 
 
