@@ -1,0 +1,210 @@
+"""Float model + params -> its quantized twin (`QuantizedModel`).
+
+`quantize_model` runs PTQ calibration or QAT; `QuantizedModel` builds the
+evaluated (fake-quant, straight-through) forward and AQT's served integer
+forward from one plan and one set of variables:
+
+  variables = {'params': float params with every quantized kernel snapped to
+               its grid (q * scale), 'batch_stats': ..., 'quant': static
+               scales per contraction}.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robustmq_jax import models
+from robustmq_jax.quant import aqt_backend
+from robustmq_jax.quant import calibration
+from robustmq_jax.quant import plan as plan_lib
+from robustmq_jax.quant import reference
+from robustmq_jax.quant.spec import QuantSpec
+
+ApplyFn = Callable[[Any, jax.Array], jax.Array]
+
+
+def to_numpy(variables: Any) -> dict[str, Any]:
+  """A (possibly frozen, device-resident) variable tree as numpy dicts."""
+  return jax.tree.map(np.asarray,
+                      flax.core.unfreeze(jax.device_get(variables)))
+
+
+def _node(tree: dict[str, Any], path: str, create: bool = False):
+  for p in path.split('/'):
+    if create:
+      tree = tree.setdefault(p, {})
+    elif p not in tree:
+      raise KeyError(path)
+    else:
+      tree = tree[p]
+  return tree
+
+
+def quant_collection(plan: plan_lib.Plan,
+                     scales: dict[str, dict[str, Any]]) -> dict[str, Any]:
+  """The 'quant' variable collection for `scales` (Role path keyed)."""
+  out: dict[str, Any] = {}
+  for path, layer in plan.items():
+    s = scales.get(path, {})
+    node = None
+    for side, name in (('lhs', plan_lib.LHS_SCALE),
+                       ('rhs', plan_lib.RHS_SCALE)):
+      if getattr(layer, side) is None:
+        continue
+      if node is None:
+        node = _node(out, plan_lib.scale_module_path(layer), create=True)
+      node[name] = np.asarray(s[side], np.float32)
+  return out
+
+
+def scales_of(plan: plan_lib.Plan, variables: dict[str, Any]
+              ) -> dict[str, dict[str, np.ndarray]]:
+  """Role path -> {'lhs', 'rhs'} scales, read from the 'quant' collection."""
+  quant = variables.get(plan_lib.QUANT_COLLECTION, {})
+  out = {}
+  for path, layer in plan.items():
+    if not layer.quantized:
+      continue
+    node = _node(quant, plan_lib.scale_module_path(layer))
+    out[path] = {side: np.asarray(node[name]) for side, name in
+                 (('lhs', plan_lib.LHS_SCALE), ('rhs', plan_lib.RHS_SCALE))
+                 if name in node}
+  return out
+
+
+def snap_kernels(plan: plan_lib.Plan, params: dict[str, Any],
+                 scales: dict[str, dict[str, Any]]) -> dict[str, Any]:
+  """Replaces every quantized kernel by q * scale (what AQT evaluates)."""
+  params = jax.tree.map(np.asarray, params)
+  for path, layer in plan.items():
+    if layer.rhs is None or not layer.rhs_is_weight:
+      continue
+    try:
+      node = _node(params, path)
+    except KeyError as e:
+      raise ValueError(
+          f'Role path {path!r} is not a Flax module path with a kernel; '
+          'models must name roles after their module paths '
+          '(robustmq_jax/models/ops.py).') from e
+    s = scales[path]['rhs']
+    q = reference.quantize_np(node['kernel'], s, layer.rhs.bits)
+    node['kernel'] = reference.dequantize_np(q, s)
+  return params
+
+
+@dataclasses.dataclass
+class QuantizedModel:
+  """A model at one precision.
+
+  Attributes:
+    model_name: registry name.
+    num_classes: classifier width.
+    model_kwargs: model settings.
+    spec: the QuantSpec.
+    plan: Role path -> LayerQuant (empty for fp32).
+    variables: see the module docstring.
+    meta: provenance (method, calibration, QAT losses, digests).
+  """
+  model_name: str
+  num_classes: int
+  model_kwargs: dict[str, Any]
+  spec: QuantSpec
+  plan: plan_lib.Plan
+  variables: dict[str, Any]
+  meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def module(self, mode: str = 'fake'):
+    """The Flax model with AQT contractions in `mode` (see AqtOps)."""
+    ops = aqt_backend.AqtOps(self.plan, mode, scales_of(self.plan,
+                                                        self.variables))
+    return models.get_model(self.model_name, num_classes=self.num_classes,
+                            ops=ops, **dict(self.model_kwargs))
+
+  def apply_fn(self, mode: str = 'fake') -> ApplyFn:
+    """``apply(variables, images) -> logits`` (images in [0, 1])."""
+    module = self.module(mode)
+
+    def apply(variables, images):
+      return module.apply(variables, images, train=False)
+
+    return apply
+
+  def image_size(self) -> int:
+    return models.model_info(self.model_name).image_size
+
+  def serve(self) -> tuple[ApplyFn, dict[str, Any]]:
+    """AQT's converted/served model: (serve_apply, serve_variables).
+
+    CONVERT writes every quantized kernel as AQT integers + scale into the
+    'aqt' collection; SERVE reads them (the float kernels it is handed are
+    ignored by the forward; they carry the straight-through gradient).
+    """
+    convert = self.module('convert')
+    size = self.image_size()
+    dummy = jnp.zeros((1, size, size, 3), jnp.float32)
+    _, state = jax.jit(lambda v, x: convert.apply(
+        v, x, train=False, mutable=['aqt']))(self.variables, dummy)
+    serve_variables = dict(self.variables, aqt=to_numpy(state['aqt']))
+    return self.apply_fn('serve'), serve_variables
+
+
+def float_twin(model_name: str, num_classes: int, model_kwargs: dict,
+               variables: Any, spec: QuantSpec) -> QuantizedModel:
+  """The fp32 'quantized' model: no plan, the float variables unchanged."""
+  return QuantizedModel(model_name, num_classes, dict(model_kwargs), spec, {},
+                        to_numpy(variables), {'method': 'float'})
+
+
+def module_fn(model_name: str, num_classes: int, model_kwargs: dict):
+  return lambda ops: models.get_model(model_name, num_classes=num_classes,
+                                      ops=ops, **dict(model_kwargs))
+
+
+def quantize_model(model_name: str, num_classes: int,
+                   model_kwargs: dict[str, Any], float_variables: Any,
+                   spec: QuantSpec, images: np.ndarray | None = None,
+                   labels: np.ndarray | None = None, *, seed: int = 0,
+                   mesh=None) -> QuantizedModel:
+  """Quantizes a float model.
+
+  Args:
+    model_name: registry name.
+    num_classes: classifier width.
+    model_kwargs: model settings.
+    float_variables: the float model's variables.
+    spec: what to do (bits, method, calibration, QAT recipe).
+    images: uint8 NHWC training images (calibration / QAT).
+    labels: int labels (QAT).
+    seed: sampling / training seed.
+    mesh: device mesh for QAT (default: all devices).
+
+  Returns:
+    The quantized model.
+  """
+  fv = to_numpy(float_variables)
+  if spec.is_float:
+    return float_twin(model_name, num_classes, model_kwargs, fv, spec)
+  if images is None:
+    raise ValueError('calibration needs training images')
+  mfn = module_fn(model_name, num_classes, model_kwargs)
+  if spec.is_qat:
+    from robustmq_jax.quant import qat  # pylint: disable=g-import-not-at-top
+    plan, variables, meta = qat.quantization_aware_training(
+        mfn, fv, images, labels, spec, seed=seed, mesh=mesh)
+  else:
+    cal = calibration.calibrate(mfn, fv, images, spec, seed=seed)
+    plan = cal.plan
+    variables = {k: v for k, v in fv.items() if k != 'params'}
+    variables['params'] = snap_kernels(plan, fv['params'], cal.scales)
+    variables[plan_lib.QUANT_COLLECTION] = quant_collection(plan, cal.scales)
+    meta = {'method': 'ptq', 'calibration': spec.calibration}
+  logging.info('quantized %s to %s with %s: %d layers', model_name,
+               spec.precision, spec.method,
+               sum(l.quantized for l in plan.values()))
+  return QuantizedModel(model_name, num_classes, dict(model_kwargs), spec,
+                        plan, variables, meta)
