@@ -73,14 +73,60 @@ def correlate1d(x: jax.Array, weights: jax.Array, axis: int,
   return out
 
 
+def border_index(i: jax.Array, n: int, mode: str) -> jax.Array:
+  """Maps (possibly far) out-of-range indices into [0, n) for a border mode."""
+  if mode == 'nearest':
+    return jnp.clip(i, 0, n - 1)
+  if mode == 'reflect':
+    i = jnp.mod(i, 2 * n)
+    return jnp.where(i >= n, 2 * n - 1 - i, i)
+  if mode == 'reflect101':
+    if n == 1:
+      return jnp.zeros_like(i)
+    period = 2 * (n - 1)
+    i = jnp.mod(i, period)
+    return jnp.where(i >= n, period - i, i)
+  raise ValueError(f'unknown border mode {mode!r}')
+
+
+def filter_matrix(n: int, weights: jax.Array, mode: str) -> jax.Array:
+  """[n, n] matrix of a centred 1D correlation with the given border.
+
+  Row i holds weight k at column border_index(i + k - R); taps falling on
+  the same column add up. Works for kernels longer than the axis.
+  """
+  r = weights.shape[-1] // 2
+  cols = border_index(
+      jnp.arange(n)[:, None] + jnp.arange(-r, r + 1)[None, :], n, mode)
+  rows = jnp.broadcast_to(jnp.arange(n)[:, None], cols.shape)
+  return jnp.zeros((n, n), jnp.float32).at[rows, cols].add(
+      jnp.broadcast_to(weights.astype(jnp.float32), cols.shape))
+
+
+def apply_matrix(x: jax.Array, m: jax.Array, axis: int) -> jax.Array:
+  """y = m @ x along `axis` (float32 accumulation on every backend)."""
+  y = jnp.tensordot(m, x, axes=([1], [axis]),
+                    precision=jax.lax.Precision.HIGHEST)
+  return jnp.moveaxis(y, 0, axis)
+
+
 def gaussian_filter(x: jax.Array, sigma: jax.Array, axes, *,
                     max_sigma: float, mode: str = 'nearest',
                     truncate: float = 4.0) -> jax.Array:
-  """scipy.ndimage.gaussian_filter over `axes` with a traced sigma."""
+  """scipy.ndimage.gaussian_filter over `axes` with a traced sigma.
+
+  Each axis is one matrix product with the filter's [n, n] matrix (borders
+  folded in): on CPUs XLA's GEMM beats both its convolutions and unrolled
+  taps, and the cost does not grow with sigma.
+  """
   r = gaussian_radius(max_sigma, truncate)
   w = gaussian_weights(sigma, r, truncate)
+  mats = {}
   for a in axes:
-    x = correlate1d(x, w, a, mode)
+    n = x.shape[a]
+    if n not in mats:
+      mats[n] = filter_matrix(n, w, mode)
+    x = apply_matrix(x, mats[n], a)
   return x
 
 

@@ -64,72 +64,86 @@ def _descale(x, n):
   return (x + (1 << (n - 1))) >> n
 
 
-def _fdct_1d(d, shift_even, descale_bits, first_pass):
-  """One pass of jpeg_fdct_islow on a list of 8 arrays."""
+def _fdct_linear(d):
+  """jpeg_fdct_islow's 1D pass before its final shifts (8 linear forms)."""
   tmp0, tmp7 = d[0] + d[7], d[0] - d[7]
   tmp1, tmp6 = d[1] + d[6], d[1] - d[6]
   tmp2, tmp5 = d[2] + d[5], d[2] - d[5]
   tmp3, tmp4 = d[3] + d[4], d[3] - d[4]
   tmp10, tmp13 = tmp0 + tmp3, tmp0 - tmp3
   tmp11, tmp12 = tmp1 + tmp2, tmp1 - tmp2
-  out = [None] * 8
-  if first_pass:
-    out[0] = (tmp10 + tmp11) << shift_even
-    out[4] = (tmp10 - tmp11) << shift_even
-  else:
-    out[0] = _descale(tmp10 + tmp11, shift_even)
-    out[4] = _descale(tmp10 - tmp11, shift_even)
   z1 = (tmp12 + tmp13) * _F0541
-  out[2] = _descale(z1 + tmp13 * _F0765, descale_bits)
-  out[6] = _descale(z1 - tmp12 * _F1847, descale_bits)
-  z1, z2 = tmp4 + tmp7, tmp5 + tmp6
-  z3, z4 = tmp4 + tmp6, tmp5 + tmp7
-  z5 = (z3 + z4) * _F1175
-  tmp4, tmp5 = tmp4 * _F0298, tmp5 * _F2053
-  tmp6, tmp7 = tmp6 * _F3072, tmp7 * _F1501
-  z1, z2 = -z1 * _F0899, -z2 * _F2562
-  z3, z4 = -z3 * _F1961 + z5, -z4 * _F0390 + z5
-  out[7] = _descale(tmp4 + z1 + z3, descale_bits)
-  out[5] = _descale(tmp5 + z2 + z4, descale_bits)
-  out[3] = _descale(tmp6 + z2 + z3, descale_bits)
-  out[1] = _descale(tmp7 + z1 + z4, descale_bits)
-  return out
+  z1o, z2o = tmp4 + tmp7, tmp5 + tmp6
+  z3o, z4o = tmp4 + tmp6, tmp5 + tmp7
+  z5 = (z3o + z4o) * _F1175
+  z1o, z2o = -z1o * _F0899, -z2o * _F2562
+  z3o, z4o = -z3o * _F1961 + z5, -z4o * _F0390 + z5
+  return [tmp10 + tmp11, tmp7 * _F1501 + z1o + z4o, z1 + tmp13 * _F0765,
+          tmp6 * _F3072 + z2o + z3o, tmp10 - tmp11,
+          tmp5 * _F2053 + z2o + z4o, z1 - tmp12 * _F1847,
+          tmp4 * _F0298 + z1o + z3o]
 
 
-def _idct_1d(d, descale_bits):
-  """One pass of jpeg_idct_islow on a list of 8 arrays."""
-  z2, z3 = d[2], d[6]
-  z1 = (z2 + z3) * _F0541
-  tmp2 = z1 - z3 * _F1847
-  tmp3 = z1 + z2 * _F0765
-  tmp0 = (d[0] + d[4]) << _CONST_BITS
-  tmp1 = (d[0] - d[4]) << _CONST_BITS
+def _idct_linear(d):
+  """jpeg_idct_islow's 1D pass before its final shift (8 linear forms)."""
+  z1 = (d[2] + d[6]) * _F0541
+  tmp2 = z1 - d[6] * _F1847
+  tmp3 = z1 + d[2] * _F0765
+  tmp0 = (d[0] + d[4]) * (1 << _CONST_BITS)
+  tmp1 = (d[0] - d[4]) * (1 << _CONST_BITS)
   tmp10, tmp13 = tmp0 + tmp3, tmp0 - tmp3
   tmp11, tmp12 = tmp1 + tmp2, tmp1 - tmp2
-  tmp0, tmp1, tmp2, tmp3 = d[7], d[5], d[3], d[1]
-  z1, z2 = tmp0 + tmp3, tmp1 + tmp2
-  z3, z4 = tmp0 + tmp2, tmp1 + tmp3
+  o0, o1, o2, o3 = d[7], d[5], d[3], d[1]
+  z1, z2 = o0 + o3, o1 + o2
+  z3, z4 = o0 + o2, o1 + o3
   z5 = (z3 + z4) * _F1175
-  tmp0, tmp1 = tmp0 * _F0298, tmp1 * _F2053
-  tmp2, tmp3 = tmp2 * _F3072, tmp3 * _F1501
   z1, z2 = -z1 * _F0899, -z2 * _F2562
   z3, z4 = -z3 * _F1961 + z5, -z4 * _F0390 + z5
-  tmp0 = tmp0 + z1 + z3
-  tmp1 = tmp1 + z2 + z4
-  tmp2 = tmp2 + z2 + z3
-  tmp3 = tmp3 + z1 + z4
-  return [_descale(tmp10 + tmp3, descale_bits),
-          _descale(tmp11 + tmp2, descale_bits),
-          _descale(tmp12 + tmp1, descale_bits),
-          _descale(tmp13 + tmp0, descale_bits),
-          _descale(tmp13 - tmp0, descale_bits),
-          _descale(tmp12 - tmp1, descale_bits),
-          _descale(tmp11 - tmp2, descale_bits),
-          _descale(tmp10 - tmp3, descale_bits)]
+  o0 = o0 * _F0298 + z1 + z3
+  o1 = o1 * _F2053 + z2 + z4
+  o2 = o2 * _F3072 + z2 + z3
+  o3 = o3 * _F1501 + z1 + z4
+  return [tmp10 + o3, tmp11 + o2, tmp12 + o1, tmp13 + o0,
+          tmp13 - o0, tmp12 - o1, tmp11 - o2, tmp10 - o3]
 
 
-def _split(x, axis):
-  return [jnp.take(x, i, axis=axis) for i in range(8)]
+def _matrix(linear):
+  eye = np.eye(8, dtype=np.int64)
+  return np.stack(linear([eye[k] for k in range(8)]), axis=0).astype(np.int32)
+
+
+# Each islow pass is one integer matrix product followed by rounding shifts
+# (every output is a single linear form of the inputs, descaled once), so
+# the transforms are exact int32 matmuls: [out, in].
+_FDCT = _matrix(_fdct_linear)
+_IDCT = _matrix(_idct_linear)
+_EVEN = np.zeros(8, bool)
+_EVEN[[0, 4]] = True
+
+
+def _mm(m, x, axis):
+  """m @ x along `axis` of the [..., 8, 8] blocks, exact int32."""
+  y = jnp.tensordot(jnp.asarray(m), x, axes=([1], [axis]),
+                    preferred_element_type=jnp.int32)
+  return jnp.moveaxis(y, 0, axis)
+
+
+def _code_blocks(b, qtable):
+  """FDCT, quantise, dequantise, IDCT of level-shifted blocks [..., 8, 8]."""
+  even_r = jnp.asarray(_EVEN)[:, None]  # rows of the column pass
+  even_c = jnp.asarray(_EVEN)[None, :]
+  y = _mm(_FDCT, b, -1)  # rows: along the last axis
+  y = jnp.where(even_c, y << _PASS1_BITS,
+                _descale(y, _CONST_BITS - _PASS1_BITS))
+  z = _mm(_FDCT, y, -2)
+  coef = jnp.where(even_r, _descale(z, _PASS1_BITS),
+                   _descale(z, _CONST_BITS + _PASS1_BITS))  # DCT x 8
+  div = qtable * 8
+  q = (jnp.abs(coef) + div // 2) // div
+  deq = jnp.where(coef < 0, -q, q) * qtable
+  ws = _descale(_mm(_IDCT, deq, -2), _CONST_BITS - _PASS1_BITS)
+  out = _descale(_mm(_IDCT, ws, -1), _CONST_BITS + _PASS1_BITS + 3)
+  return jnp.clip(out + 128, 0, 255)
 
 
 def _blocks(plane):
@@ -143,22 +157,7 @@ def _unblocks(blocks):
 
 
 def _code_plane(plane, qtable):
-  """Level shift, FDCT, quantise, dequantise, IDCT, clamp: int32 plane."""
-  b = _blocks(plane - 128)
-  rows = _fdct_1d(_split(b, -1), _PASS1_BITS, _CONST_BITS - _PASS1_BITS, True)
-  b = jnp.stack(rows, axis=-1)
-  cols = _fdct_1d(_split(b, -2), _PASS1_BITS, _CONST_BITS + _PASS1_BITS,
-                  False)
-  coef = jnp.stack(cols, axis=-2)  # DCT x 8.
-  div = qtable * 8
-  q = (jnp.abs(coef) + div // 2) // div
-  q = jnp.where(coef < 0, -q, q)
-  deq = q * qtable
-  cols = _idct_1d(_split(deq, -2), _CONST_BITS - _PASS1_BITS)
-  ws = jnp.stack(cols, axis=-2)
-  rows = _idct_1d(_split(ws, -1), _CONST_BITS + _PASS1_BITS + 3)
-  out = jnp.stack(rows, axis=-1) + 128
-  return _unblocks(jnp.clip(out, 0, 255))
+  return _unblocks(_code_blocks(_blocks(plane - 128), qtable))
 
 
 def _rgb_to_ycc(rgb):

@@ -17,11 +17,20 @@ def gaussian_noise(seed, x, p, static):
   return x + p['sigma'] * rng.normal(seed, x.shape)
 
 
-@corruption('shot_noise', family='noise')
+def _prepare_shot(table, h, w):
+  del h, w
+  f = table.fields('shot_noise')
+  return f, {'max_rate': float(f['rate'].max())}
+
+
+@corruption('shot_noise', family='noise', prepare=_prepare_shot)
 def shot_noise(seed, x, p, static):
-  """Photon (Poisson) noise: clip(Poisson(x * rate) / rate)."""
-  del static
-  return rng.poisson(seed, x * p['rate']) / p['rate']
+  """Photon (Poisson) noise: clip(Poisson(x * rate) / rate).
+
+  Exact for 8-bit images; see `rng.poisson_of_levels` for other inputs.
+  """
+  return rng.poisson_of_levels(seed, x, p['rate'],
+                               max_rate=static['max_rate']) / p['rate']
 
 
 @corruption('impulse_noise', family='noise')

@@ -1,0 +1,116 @@
+"""Corruption throughput: ours (JAX, batched, jitted) vs `imagecorruptions`.
+
+Both run side by side in one process on the same 224x224 photographs
+(scikit-image's sample images, centre crops), at the same severity:
+
+* ours: one jitted call per batch of `--batch` images (severity traced, so
+  the compile is shared by all severities; compile time excluded), median of
+  `--repeats` runs;
+* reference: `imagecorruptions.corrupt` (1.1.2, patched for NumPy 2 by
+  tests/imagecorruptions_compat.py) image by image, as its users call it.
+
+Prints images/s for both, the speed-up and its geometric mean.
+
+    JAX_PLATFORMS=cpu python benchmarks/corruptions.py [--severity 3]
+        [--batch 32] [--names fog,snow]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tests'))
+import imagecorruptions_compat  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from robustmq_jax import corruptions  # pylint: disable=wrong-import-position
+
+
+def photos(n: int, side: int = 224) -> np.ndarray:
+  """n uint8 RGB crops of scikit-image's sample photographs."""
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  import skimage.transform  # pylint: disable=g-import-not-at-top
+  srcs = [skimage.data.astronaut(), skimage.data.chelsea(),
+          skimage.data.coffee(), skimage.data.rocket(),
+          skimage.data.immunohistochemistry(), skimage.data.retina()]
+  out = []
+  for i in range(n):
+    img = srcs[i % len(srcs)]
+    h, w = img.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    img = img[top:top + s, left:left + s]
+    img = skimage.transform.resize(img, (side, side), anti_aliasing=True)
+    if i >= len(srcs):  # Vary the copies a little.
+      img = np.roll(img, 17 * (i // len(srcs)), axis=1)
+    out.append(np.round(img * 255).astype(np.uint8))
+  return np.stack(out)
+
+
+def time_ours(name, images, severity, repeats):
+  fn = jax.jit(lambda k, x, s: corruptions.apply(name, k, x, severity=s))
+  x = jnp.asarray(images, jnp.float32) / 255.0
+  key = jax.random.key(0)
+  t = time.perf_counter()
+  fn(key, x, severity).block_until_ready()
+  compile_s = time.perf_counter() - t
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn(key, x, severity).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return len(images) / statistics.median(times), compile_s
+
+
+def time_reference(name, images, severity, budget_s):
+  compat = imagecorruptions_compat
+  compat.load()
+  from imagecorruptions import corrupt  # pylint: disable=g-import-not-at-top
+  corrupt(images[0], severity=severity, corruption_name=name)  # warm-up
+  done = 0
+  t = time.perf_counter()
+  for img in images:
+    corrupt(img, severity=severity, corruption_name=name)
+    done += 1
+    if time.perf_counter() - t > budget_s:
+      break
+  return done / (time.perf_counter() - t), done
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--severity', type=int, default=3)
+  parser.add_argument('--batch', type=int, default=32)
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--reference_budget_s', type=float, default=10.0,
+                      help='stop the reference after this long (per corruption)')
+  parser.add_argument('--names', default='all')
+  args = parser.parse_args()
+  names = (corruptions.list_corruptions() if args.names == 'all'
+           else args.names.split(','))
+  images = photos(args.batch)
+  print(f'jax {jax.__version__} on {jax.devices()[0].platform}, '
+        f'{os.cpu_count()} CPUs; batch {args.batch} x 224x224, severity '
+        f'{args.severity}')
+  print(f'{"corruption":18s} {"ours img/s":>10s} {"ref img/s":>10s} '
+        f'{"speed-up":>9s} {"compile s":>9s} {"ref n":>5s}')
+  ratios = []
+  for name in names:
+    ours, compile_s = time_ours(name, images, args.severity, args.repeats)
+    ref, n = time_reference(name, images, args.severity,
+                            args.reference_budget_s)
+    ratios.append(ours / ref)
+    print(f'{name:18s} {ours:10.1f} {ref:10.1f} {ours / ref:8.1f}x '
+          f'{compile_s:9.1f} {n:5d}', flush=True)
+  geo = float(np.exp(np.mean(np.log(ratios))))
+  print(f'geometric mean speed-up: {geo:.1f}x; slowest: '
+        f'{names[int(np.argmin(ratios))]} ({min(ratios):.2f}x)')
+
+
+if __name__ == '__main__':
+  main()
