@@ -45,8 +45,8 @@ _PREFIX = 'rs/'
 def default_config(image_size: int = 224) -> ml_collections.ConfigDict:
   """`config.systematic` defaults (the sample uses a 200-image subset)."""
   return ml_collections.ConfigDict({
-      'decoders': 'all',
-      'resizes': 'all',
+      'decoders': tuple(systematic.DECODERS),
+      'resizes': tuple(systematic.METHODS),
       'protocol': 'imagenet',
       'resize_to': 0,
       'num_examples': 200 if image_size <= 32 else 0,
