@@ -191,5 +191,8 @@ def conv_config(lhs: TensorQuant | None, rhs: TensorQuant | None, *,
 
 def full_rank_scale(scale: jax.Array, ndim: int) -> jax.Array:
   """A per-tensor scale (one value) as an all-ones-shaped array of rank ndim."""
-  return jnp.reshape(scale, (1,) * ndim) if jnp.size(scale) == 1 else scale
+  # A jax array also when handed numpy: AQT's transpose helper reshapes
+  # with a generator, which numpy's reshape rejects.
+  scale = jnp.asarray(scale)
+  return jnp.reshape(scale, (1,) * ndim) if scale.size == 1 else scale
 

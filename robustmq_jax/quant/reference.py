@@ -15,10 +15,14 @@ PACT alpha). Scales are used, as in AQT, through their reciprocal
 import functools
 from typing import Any
 
+import flax.linen as nn
 import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
+
+from robustmq_jax.models.ops import Ops
+from robustmq_jax.models.ops import Role
 
 
 def int_range(bits: int, unsigned: bool) -> tuple[int, int]:
@@ -152,3 +156,79 @@ def mse_bound(x: jax.Array, amax: jax.Array, bits: int, unsigned: bool,
   errs = lax.map(err, fracs)  # [grid, *amax.shape]
   best = jnp.argmin(errs, axis=0)
   return amax * fracs[best]
+
+
+class _RefSite(nn.Module):
+  """Straight-through fake quantization of both operands, float contraction.
+
+  Reads the same 'quant' variables (lhs_scale, rhs_scale) as the AQT sites,
+  so one variable tree serves both.
+  """
+  layer: Any  # plan.LayerQuant
+
+  def _operand(self, x, tq, name):
+    if tq is None:
+      return x
+    shape = () if tq.shared_axes is None else tq.scale_shape(x.shape)
+    s = self.variable('quant', name, lambda: jnp.ones(shape, jnp.float32))
+    return fake_quant_ste(x, s.value, tq.bits, tq.unsigned)
+
+  def operands(self, lhs, rhs):
+    return (self._operand(lhs, self.layer.lhs, 'lhs_scale'),
+            self._operand(rhs, self.layer.rhs, 'rhs_scale'))
+
+
+class _RefDot(_RefSite):
+
+  @nn.compact
+  def __call__(self, lhs, rhs, dimension_numbers, precision=None,
+               preferred_element_type=None):
+    lhs, rhs = self.operands(lhs, rhs)
+    return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                           preferred_element_type=preferred_element_type)
+
+
+class _RefConv(_RefSite):
+
+  @nn.compact
+  def __call__(self, lhs, rhs, *args, **kwargs):
+    lhs, rhs = self.operands(lhs, rhs)
+    return lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
+
+
+class _RefEinsum(_RefSite):
+
+  @nn.compact
+  def __call__(self, eqn, lhs, rhs):
+    lhs, rhs = self.operands(lhs, rhs)
+    return jnp.einsum(eqn, lhs, rhs)
+
+
+class ReferenceOps(Ops):
+  """The reference quantizer behind the model seam (test oracle).
+
+  Same plan and variables as `aqt_backend.AqtOps`; every operand goes
+  through `fake_quant_ste` and the contraction is the float one, so its
+  gradient is the textbook straight-through gradient.
+  """
+
+  def __init__(self, plan):
+    self.plan = plan
+
+  def _site(self, cls, role: Role, name: str):
+    layer = self.plan.get(role.path)
+    if layer is None or not layer.quantized:
+      return None
+    return functools.partial(cls, layer=layer, name=name)
+
+  def dot_general_cls(self, role: Role) -> Any:
+    return self._site(_RefDot, role, 'q')
+
+  def conv_general_dilated_cls(self, role: Role) -> Any:
+    return self._site(_RefConv, role, 'q')
+
+  def einsum(self, role: Role):
+    site = self._site(_RefEinsum, role, role.path.split('/')[-1])
+    if site is None:
+      return jnp.einsum
+    return lambda eqn, a, b: site()(eqn, a, b)
