@@ -1,0 +1,63 @@
+r"""Defenses for quantized models: float vs vanilla QAT vs DQ vs LAAQ.
+
+Compares, at the same bits (w4a4, w2a2), the float model, vanilla
+quantization-aware training (LSQ), Defensive Quantization (the same QAT plus
+the orthogonality penalty; Lin, Gan, Han, ICLR 2019) and layer-wise
+adversarial-aware quantization (after Song, Ranjan, Li, 2021: per-layer
+clipping chosen by a Lipschitz-weighted error on a PGD-trained float model),
+with LAAQ's starting point ('fp32:adv') and its uniform baseline
+('adv_ptq') alongside. Precision suffixes name the method (see
+robustmq_jax/defenses/settings.py); hyper-parameters are in
+config.quant.dq / .laaq / .adv.
+
+Embedded sample (default; shipped checkpoints in checkpoints/sample/):
+  python -m robustmq_jax.main --config=configs/defenses.py \
+      --workdir=/tmp/robustmq_defenses
+  (':sample_resnet' or ':sample_vit' for one model only.)
+
+ImageNet (ResNet-18; DQ / LAAQ are trained or selected by the run, cached):
+  python -m robustmq_jax.main --config=configs/defenses.py:imagenet \
+      --workdir=/tmp/defenses_imagenet --config.data.data_dir=$TFDS_DATA_DIR
+
+Regenerate the shipped sample checkpoints:
+  python scripts/train_defenses.py
+"""
+
+from robustmq_jax import study
+from robustmq_jax.defenses import settings as defense_settings
+
+SAMPLE_MODELS = {'sample': ('resnet20_cifar', 'vit_tiny_patch4_32'),
+                 'sample_resnet': ('resnet20_cifar',),
+                 'sample_vit': ('vit_tiny_patch4_32',)}
+METHODS = ('lsq', 'dq', 'adv_ptq', 'laaq')
+BITS = ('w4a4', 'w2a2')
+
+
+def get_config(arg=None):
+  arg = arg or 'sample'
+  if arg not in tuple(SAMPLE_MODELS) + ('imagenet',):
+    raise ValueError(f'config arg {arg!r} is not valid; allowed: '
+                     f'{", ".join(repr(a) for a in SAMPLE_MODELS)}, '
+                     "'imagenet'.")
+  sample = arg != 'imagenet'
+  c = study.study_config(
+      'sample' if sample else 'imagenet', imagenet_model='resnet18',
+      sample_model='resnet20_cifar', imagenet_precisions=('fp32',))
+  if sample:
+    c.models = SAMPLE_MODELS[arg]
+    c.checkpoints = {m: f'checkpoints/sample/{m}/fp32'
+                     for m in SAMPLE_MODELS['sample']}
+  c.precisions = ('fp32', 'fp32:adv') + tuple(
+      f'{b}:{m}' for b in BITS for m in METHODS)
+  c.suites = ('clean', 'adversarial', 'corruption', 'amplification')
+  # The columns of the defenses table: PGD and transfer at the AutoAttack
+  # budget, AutoAttack, mean corruption accuracy.
+  c.adversarial.attacks = ('pgd_linf', 'autoattack')
+  c.adversarial.linf_eps_255 = (2.0, 8.0) if sample else (1.0, 4.0)
+  if sample:
+    c.corruption.names = 'benchmark'
+    c.corruption.severities = (1, 3, 5)
+  c.quant.update(defense_settings.default_config())
+  c.amplification = study._default('suites.amplification',  # pylint: disable=protected-access
+                                   32 if sample else 224)
+  return c
