@@ -12,7 +12,7 @@ from robustmq_jax.suites.base import SuiteContext
 
 # Each module registers its suite on import; a suite whose module is not
 # written yet is simply absent from list_suites().
-for _m in ('clean', 'adversarial', 'corruption', 'systematic'):
+for _m in ('clean', 'adversarial', 'corruption', 'systematic', 'amplification'):
   try:
     importlib.import_module(f'robustmq_jax.suites.{_m}')
   except ModuleNotFoundError as e:
