@@ -10,12 +10,13 @@ with LAAQ's starting point ('fp32:adv') and its uniform baseline
 robustmq_jax/defenses/settings.py); hyper-parameters are in
 config.quant.dq / .laaq / .adv.
 
-Embedded sample (default; shipped checkpoints in checkpoints/sample/):
-  python -m robustmq_jax.main --config=configs/defenses.py \
+Embedded sample (shipped checkpoints in checkpoints/sample/):
+  python -m robustmq_jax.main --config=configs/defenses.py:sample \
       --workdir=/tmp/robustmq_defenses
   (':sample_resnet' or ':sample_vit' for one model only.)
 
-ImageNet (ResNet-18; DQ / LAAQ are trained or selected by the run, cached):
+ImageNet (the default; ResNet-18 converted into checkpoints/imagenet/; DQ and
+LAAQ are trained / selected by the run and cached):
   python -m robustmq_jax.main --config=configs/defenses.py:imagenet \
       --workdir=/tmp/defenses_imagenet --config.data.data_dir=$TFDS_DATA_DIR
 
@@ -25,6 +26,7 @@ Regenerate the shipped sample checkpoints:
 
 from robustmq_jax import study
 from robustmq_jax.defenses import settings as defense_settings
+from robustmq_jax.suites import amplification
 
 SAMPLE_MODELS = {'sample': ('resnet20_cifar', 'vit_tiny_patch4_32'),
                  'sample_resnet': ('resnet20_cifar',),
@@ -34,7 +36,7 @@ BITS = ('w4a4', 'w2a2')
 
 
 def get_config(arg=None):
-  arg = arg or 'sample'
+  arg = arg or 'imagenet'
   if arg not in tuple(SAMPLE_MODELS) + ('imagenet',):
     raise ValueError(f'config arg {arg!r} is not valid; allowed: '
                      f'{", ".join(repr(a) for a in SAMPLE_MODELS)}, '
@@ -58,6 +60,5 @@ def get_config(arg=None):
     c.corruption.names = 'benchmark'
     c.corruption.severities = (1, 3, 5)
   c.quant.update(defense_settings.default_config())
-  c.amplification = study._default('suites.amplification',  # pylint: disable=protected-access
-                                   32 if sample else 224)
+  c.amplification = amplification.default_config(32 if sample else 224)
   return c
