@@ -21,6 +21,8 @@ from robustmq_jax import data as data_lib
 from robustmq_jax import models as models_lib
 from robustmq_jax import quant
 from robustmq_jax import suites as suites_lib
+from robustmq_jax.defenses import build as defense_build
+from robustmq_jax.defenses import settings as defense_settings
 from robustmq_jax.errors import invalid
 from robustmq_jax.errors import UserError
 from robustmq_jax.evaluation import Evaluator
@@ -48,7 +50,9 @@ def validate(config: ml_collections.ConfigDict) -> Plan:
       raise invalid('config.models', m, models_lib.list_models())
   precisions = config_fields.name_list(config, 'precisions')
   for p in precisions:
-    quant.validate_precision(p, 'config.precisions')
+    # 'w4a4' or with a method suffix ('w4a4:dq', 'fp32:adv'; see
+    # robustmq_jax/defenses/settings.py).
+    defense_settings.validate_precision(p, 'config.precisions')
   suite_names = config_fields.name_list(config, 'suites')
   suites = []
   for s in suite_names:
@@ -64,6 +68,9 @@ def validate(config: ml_collections.ConfigDict) -> Plan:
                   data_lib.SOURCES)
   if any(p != quant.FLOAT_PRECISION for p in precisions):
     quant.validate_config(config.get('quant'))
+  if any(defense_settings.split_precision(p)[1] in defense_settings.METHODS
+         for p in precisions):
+    defense_settings.validate_config(config.get('quant'))
   for s in suites:
     s.validate(config)
   return Plan(model_names, precisions, suites)
@@ -108,9 +115,7 @@ def _float_model_under_test(name, module, variables, info):
 
 
 def _method(config, precision: str) -> str:
-  if precision == quant.FLOAT_PRECISION:
-    return 'float'
-  return str((config.get('quant') or {}).get('method', 'ptq'))
+  return defense_settings.method_of(precision, config.get('quant'))
 
 
 def _broadcast_todo(todo: np.ndarray) -> np.ndarray:
@@ -233,7 +238,10 @@ def _quantized_model_under_test(config, name, float_mut, float_spec,
       float_variables=float_mut.variables, precision=precision,
       qconfig=config.get('quant'), train_arrays=train_arrays,
       cache_dir=os.path.join(cache_dir, 'quant'), mesh=mesh, seed=config.seed)
-  fields = quant.build(request)
+  # Precisions naming their method ('w4a4:dq') go through the defenses.
+  build = (defense_build.build if defense_settings.has_method(precision)
+           else quant.build)
+  fields = build(request)
   fields.setdefault('method', _method(config, precision))
   for k in ('variables', 'serve_variables'):
     if fields.get(k) is not None:
