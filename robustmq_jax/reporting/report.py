@@ -86,6 +86,10 @@ def write_report(workdir: str, rows: Sequence[Mapping[str, Any]]) -> str:
          'Accuracy is top-1 as a fraction. Generated from results.jsonl by '
          '`python scripts/make_report.py --workdir=DIR`.', '']
   out += ['## Paper findings checked', '', findings.check(rows), '']
+  from robustmq_jax.defenses import report as defenses_report  # pylint: disable=g-import-not-at-top
+  defenses = defenses_report.section(rows)  # '' unless defenses were run.
+  if defenses:
+    out += [defenses, '']
   by_suite = {}
   for r in rows:
     by_suite.setdefault(r['suite'], []).append(r)
