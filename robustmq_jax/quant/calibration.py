@@ -188,9 +188,23 @@ def weight_bound(w: jax.Array, tq, method: str, grid: int) -> np.ndarray:
   axes = tq.shared_axes
   w = np.asarray(w, np.float32)
   amax = np.max(np.abs(w), axis=axes, keepdims=True)
-  if method == 'mse':
-    amax = reference.mse_bound(w, amax, tq.bits, tq.unsigned, axes, grid)
-  return np.asarray(amax, np.float32)
+  if method != 'mse':
+    return amax
+  # reference.mse_bound on the host (no compile per kernel shape).
+  best, best_err = amax, None
+  for k in range(1, grid + 1):
+    bound = (amax * np.float32(k / grid)).astype(np.float32)
+    s = _scale_np(bound, tq.bits, tq.unsigned)
+    q = reference.quantize_np(w, s, tq.bits, tq.unsigned)
+    err = np.sum((reference.dequantize_np(q, s) - w)**2, axis=axes,
+                 keepdims=True)
+    if best_err is None:
+      best, best_err = bound, err
+    else:
+      better = err < best_err
+      best = np.where(better, bound, best)
+      best_err = np.where(better, err, best_err)
+  return best.astype(np.float32)
 
 
 def calibrate(module_fn: Callable[[Ops], nn.Module], variables: Any,

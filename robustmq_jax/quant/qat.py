@@ -246,7 +246,8 @@ def _strip(params: dict[str, Any], learned: dict[str, Any]) -> dict[str, Any]:
 
 
 def quantization_aware_training(module_fn, float_variables, images, labels,
-                                spec: QuantSpec, *, seed: int = 0, mesh=None):
+                                spec: QuantSpec, *, seed: int = 0, mesh=None,
+                                penalty: training.Penalty | None = None):
   """Calibrates, fine-tunes with `spec.qat` and exports to static scales.
 
   Args:
@@ -257,6 +258,8 @@ def quantization_aware_training(module_fn, float_variables, images, labels,
     spec: spec with a QAT method.
     seed: training seed.
     mesh: device mesh.
+    penalty: optional regulariser of the params (e.g. Defensive
+      Quantization's orthogonality term), forwarded to `training.fit`.
 
   Returns:
     (plan, variables, meta): variables hold the snapped kernels, BatchNorm
@@ -284,7 +287,8 @@ def quantization_aware_training(module_fn, float_variables, images, labels,
   if r.steps:
     variables, losses = training.fit(module, variables, images, labels,
                                      recipe, key=jax.random.key(seed),
-                                     mesh=mesh, log_every=max(1, r.steps // 5))
+                                     mesh=mesh, penalty=penalty,
+                                     log_every=max(1, r.steps // 5))
   seconds = time.perf_counter() - start
   variables = pipeline.to_numpy(variables)
   x = images[:1].astype(np.float32) / 255.0
