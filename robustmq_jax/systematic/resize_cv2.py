@@ -53,47 +53,56 @@ def _fixed(c) -> np.ndarray:
   return np.clip(v, -32768, 32767).astype(np.int32)
 
 
-def _cubic(x: np.float32) -> list[np.float32]:
+_sin = np.frompyfunc(math.sin, 1, 1)  # libm, as OpenCV's std::sin
+_cos = np.frompyfunc(math.cos, 1, 1)
+
+
+def _cubic(x: np.ndarray) -> np.ndarray:
+  """interpolateCubic in float32, [m] -> [m, 4]."""
   a, one = _F(-0.75), _F(1)
-  c0 = ((a * (x + one) - _F(5) * a) * (x + one) + _F(8) * a) * (x + one) - (
-      _F(4) * a)
+  x1 = x + one
+  c0 = ((a * x1 - _F(5) * a) * x1 + _F(8) * a) * x1 - _F(4) * a
   c1 = ((a + _F(2)) * x - (a + _F(3))) * x * x + one
-  c2 = ((a + _F(2)) * (one - x) - (a + _F(3))) * (one - x) * (one - x) + one
-  return [_F(c0), _F(c1), _F(c2), _F(one - c0 - c1 - c2)]
+  y = one - x
+  c2 = ((a + _F(2)) * y - (a + _F(3))) * y * y + one
+  c3 = one - c0 - c1 - c2
+  return np.stack([c0, c1, c2, c3], axis=1).astype(_F)
 
 
-def _lanczos4(x: np.float32) -> list[np.float32]:
-  x3 = _F(x + _F(3))  # float arithmetic, as in C: (x + 3) - i
-  y0 = -float(x3) * math.pi * 0.25
-  s0, c0 = math.sin(y0), math.cos(y0)
-  coeffs, total = [], _F(0)
+def _lanczos4(x: np.ndarray) -> np.ndarray:
+  """interpolateLanczos4 in float32 (double trigonometry), [m] -> [m, 8]."""
+  x3 = (x + _F(3)).astype(_F)  # float arithmetic, as in C: (x + 3) - i
+  y0 = -x3.astype(np.float64) * math.pi * 0.25
+  s0 = _sin(y0).astype(np.float64)
+  c0 = _cos(y0).astype(np.float64)
+  coeffs = []
+  total = np.zeros_like(x)
   for i in range(8):
-    d = _F(x3 - _F(i))
-    if abs(d) >= _F(1e-6):
-      y = -float(d) * math.pi * 0.25
-      c = _F((_CS[i][0] * s0 + _CS[i][1] * c0) / (y * y))
-    else:  # x ~ 0 or 1: OpenCV's 1e30 trick selects the centre tap.
-      c = _F(1e30)
+    d = (x3 - _F(i)).astype(_F)
+    y = -d.astype(np.float64) * math.pi * 0.25
+    y2 = np.where(y == 0, 1.0, y * y)
+    c = ((_CS[i][0] * s0 + _CS[i][1] * c0) / y2).astype(_F)
+    # x ~ 0 or 1: OpenCV's 1e30 trick selects the centre tap.
+    c = np.where(np.abs(d) >= _F(1e-6), c, _F(1e30)).astype(_F)
     coeffs.append(c)
-    total = _F(total + c)
-  inv = _F(_F(1) / total)
-  return [_F(c * inv) for c in coeffs]
+    total = (total + c).astype(_F)
+  inv = (_F(1) / total).astype(_F)
+  return np.stack([(c * inv).astype(_F) for c in coeffs], axis=1)
 
 
 def _positions(n: int, m: int, area_mode: bool):
-  """Yields (o, s, f) as OpenCV computes them (f is float32)."""
+  """(s, f) per output as OpenCV computes them (f float32)."""
   scale = _scale(n, m)
-  inv = m / n
-  for o in range(m):
-    if area_mode:
-      s = math.floor(o * scale)
-      f = _F((o + 1) - (s + 1) * inv)
-      f = _F(0) if f <= 0 else _F(f - _F(math.floor(f)))
-    else:
-      f = _F((o + 0.5) * scale - 0.5)
-      s = math.floor(f)
-      f = _F(f - _F(s))
-    yield o, s, f
+  o = np.arange(m, dtype=np.float64)
+  if area_mode:
+    s = np.floor(o * scale)
+    f = ((o + 1) - (s + 1) * (m / n)).astype(_F)
+    f = np.where(f <= 0, _F(0), (f - np.floor(f)).astype(_F)).astype(_F)
+  else:
+    f = ((o + 0.5) * scale - 0.5).astype(_F)
+    s = np.floor(f)
+    f = (f - s.astype(_F)).astype(_F)
+  return s.astype(np.int64), f
 
 
 @functools.lru_cache(maxsize=4096)
@@ -114,32 +123,26 @@ def interp_taps(n: int, m: int, method: str, *, area_mode: bool = False,
     Taps with 2, 4 or 8 taps.
   """
   k = {'linear': 2, 'cubic': 4, 'lanczos4': 8}[method]
-  half = k // 2
-  index = np.zeros((m, k), np.int32)
-  weight = np.zeros((m, k), np.int32 if fixed else _F)
-  for o, s, f in _positions(n, m, area_mode):
-    if method == 'linear' and width_pass:
-      if s < 0:
-        f, s = _F(0), 0
-      if s + half >= n and s >= n - 1:
-        f, s = _F(0), n - 1
-    if method == 'cubic':
-      c = _cubic(f)
-    elif method == 'lanczos4':
-      c = _lanczos4(f)
-    else:
-      c = [_F(_F(1) - f), f]
-    index[o] = np.clip(s - half + 1 + np.arange(k), 0, n - 1)
-    weight[o] = _fixed(c) if fixed else np.asarray(c, _F)
-  return Taps(index, weight, n)
+  s, f = _positions(n, m, area_mode)
+  if method == 'linear' and width_pass:
+    low, high = s < 0, s >= n - 1
+    f = np.where(low | high, _F(0), f).astype(_F)
+    s = np.where(low, 0, np.where(high, n - 1, s))
+  if method == 'cubic':
+    c = _cubic(f)
+  elif method == 'lanczos4':
+    c = _lanczos4(f)
+  else:
+    c = np.stack([(_F(1) - f).astype(_F), f], axis=1)
+  index = np.clip(s[:, None] - k // 2 + 1 + np.arange(k)[None, :], 0, n - 1)
+  weight = _fixed(c) if fixed else c.astype(_F)
+  return Taps(index.astype(np.int32), weight, n)
 
 
 @functools.lru_cache(maxsize=4096)
 def nearest_taps(n: int, m: int) -> Taps:
-  scale = _scale(n, m)
-  index = np.asarray([[min(math.floor(o * scale), n - 1)] for o in range(m)],
-                     np.int32)
-  return Taps(index, np.ones((m, 1), np.int32), n)
+  index = np.minimum(np.floor(np.arange(m) * _scale(n, m)), n - 1)
+  return Taps(index.astype(np.int32)[:, None], np.ones((m, 1), np.int32), n)
 
 
 @functools.lru_cache(maxsize=4096)
