@@ -29,6 +29,8 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # Reading / building TFDS tfrecord datasets (ImageNet) needs TensorFlow.
     'imagenet': ['tensorflow-cpu>=2.16'],
+    # Reading .safetensors / .pth weights in scripts/convert_weights.py.
+    'convert': ['safetensors>=0.4'],
     # Test tools and the reference implementations the tests compare with.
     # timm, torchattacks, torchvision and imagecorruptions are installed with
     # --no-deps from requirements-test.txt (their declared dependencies pull
