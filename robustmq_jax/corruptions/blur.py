@@ -234,8 +234,9 @@ def zoom_blur(seed, x, p, static):
   """Zoom blur: mean of the image and its centre zooms by each factor of
   `np.arange(1, stop, step)` (z = 1 included, so the image counts twice)."""
   del seed
-  acc = x
-  for i in range(static['max_count']):
-    layer = zoom_layers(x, p['geometry'][i])
-    acc = acc + jnp.where(i < p['count'], 1.0, 0.0) * layer
+
+  def add(i, acc):
+    return acc + zoom_layers(x, p['geometry'][i])
+
+  acc = jax.lax.fori_loop(0, p['count'].astype(jnp.int32), add, x)
   return acc / (p['count'] + 1.0)

@@ -30,44 +30,49 @@ from robustmq_jax.errors import UserError
 def plasma_fractal(draw, mapsize: int, decay) -> jax.Array:
   """The reference's diamond-square height map, normalised to [0, 1].
 
-  The reference fills one array in place with strided assignments; we grow
-  the grid of already-set points instead (corners, then square centres and
-  the two diamond sets interleaved), which computes the same values with
-  the same neighbours (wrapping around like its `np.roll`).
+  The reference fills the map level by level with strided assignments on
+  ever finer sub-grids (step s = mapsize, mapsize / 2, ..., 2): square
+  centres get the mean of their four diagonal neighbours at distance h = s /
+  2, then the two diamond sets the mean of their four axial neighbours at
+  distance h, each plus wibble * U(-wibble, wibble), with wrap-around. We do
+  the same on the full grid with masks, one loop iteration per level (a
+  small program, whatever the map size).
 
   Args:
-    draw: ``draw(level, part, shape) -> uniform [-1, 1) array``; the
-      reference draws `uniform(-wibble, wibble)` for the squares (part 0)
-      and the two diamond sets (parts 1, 2) of every level, in that order.
+    draw: ``draw(level, shape) -> uniform [-1, 1) array`` of the full map
+      shape; the reference's squares / first / second diamonds of a level use
+      its values at [h::s, h::s], [0::s, h::s] and [h::s, 0::s].
     mapsize: side, a power of two.
     decay: the wibble is divided by this after every level (may be traced).
 
   Returns:
     float32 [mapsize, mapsize].
   """
-  corner = jnp.zeros((1, 1), jnp.float32)
-  wibble = jnp.float32(100.0)
-  level = 0
-  while corner.shape[0] < mapsize:
-    n = corner.shape[0]
+  levels = int(np.log2(mapsize))
+  idx = jnp.arange(mapsize)
+  decay = jnp.asarray(decay, jnp.float32)
+
+  def level(l, m):
+    h = jnp.right_shift(mapsize, l + 1)  # half step
+    s = 2 * h
+    wibble = 100.0 / decay**l.astype(jnp.float32)
     amp = wibble * wibble  # wibbledmean: a / 4 + wibble * U(-wibble, wibble)
-    sq = corner + jnp.roll(corner, -1, axis=0)
-    sq = sq + jnp.roll(sq, -1, axis=1)
-    centre = sq / 4 + amp * draw(level, 0, (n, n))
-    # Points between corners along a row: centres above/below, corners
-    # left/right.
-    row_mid = (centre + jnp.roll(centre, 1, axis=0) + corner
-               + jnp.roll(corner, -1, axis=1)) / 4 + amp * draw(
-                   level, 1, (n, n))
-    col_mid = (centre + jnp.roll(centre, 1, axis=1) + corner
-               + jnp.roll(corner, -1, axis=0)) / 4 + amp * draw(
-                   level, 2, (n, n))
-    even = jnp.stack([corner, row_mid], axis=-1).reshape(n, 2 * n)
-    odd = jnp.stack([col_mid, centre], axis=-1).reshape(n, 2 * n)
-    corner = jnp.stack([even, odd], axis=1).reshape(2 * n, 2 * n)
-    wibble = wibble / decay
-    level += 1
-  m = corner - jnp.min(corner)
+    noise = amp * draw(l, (mapsize, mapsize))
+    r_mid = (idx % s == h)[:, None]
+    c_mid = (idx % s == h)[None, :]
+    r_on = (idx % s == 0)[:, None]
+    c_on = (idx % s == 0)[None, :]
+    diag = (jnp.roll(m, (h, h), (0, 1)) + jnp.roll(m, (h, -h), (0, 1))
+            + jnp.roll(m, (-h, h), (0, 1)) + jnp.roll(m, (-h, -h), (0, 1)))
+    m = jnp.where(r_mid & c_mid, diag / 4 + noise, m)
+    axial = (jnp.roll(m, h, 0) + jnp.roll(m, -h, 0) + jnp.roll(m, h, 1)
+             + jnp.roll(m, -h, 1))
+    diamonds = (r_on & c_mid) | (r_mid & c_on)
+    return jnp.where(diamonds, axial / 4 + noise, m)
+
+  m = jax.lax.fori_loop(0, levels, level,
+                        jnp.zeros((mapsize, mapsize), jnp.float32))
+  m = m - jnp.min(m)
   return m / jnp.max(m)
 
 
@@ -91,9 +96,8 @@ def fog(seed, x, p, static):
   Map side: the next power of two >= the image side (256 at 224, 64 at 64,
   32 at 32, as in the three scripts).
   """
-  def draw(level, part, shape):
-    return rng.uniform(rng.substream(seed, 3 * level + part), shape, -1.0,
-                       1.0)
+  def draw(level, shape):
+    return rng.uniform(rng.substream(seed, level), shape, -1.0, 1.0)
   fractal = plasma_fractal(draw, static['mapsize'], p['decay'])
   return fog_core(x, fractal, p)
 
