@@ -20,6 +20,7 @@ outputs are checked against the libraries' (at most 1 level) before timing.
 """
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -82,6 +83,16 @@ def median_time(fn, repeats: int) -> float:
   return statistics.median(times)
 
 
+def _run(apply, padded, plan, method):
+  apply(padded, plan, method=method).block_until_ready()
+
+
+def _end_to_end(apply, images, sizes, side, method):
+  plan = jax.device_put(batch_lib.plan_method(sizes, (256, 256), method))
+  x = jax.device_put(batch_lib.pad_square(images, side))
+  apply(x, plan, method=method).block_until_ready()
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--repeats', type=int, default=5)
@@ -111,15 +122,10 @@ def main():
     assert worst <= 1, (m, worst)
     t_host = median_time(host, args.repeats)
     t_dev = median_time(
-        lambda: apply(padded, plan, method=m).block_until_ready(),  # pylint: disable=cell-var-from-loop
+        functools.partial(_run, apply, padded, plan, m), args.repeats)
+    t_e2e = median_time(
+        functools.partial(_end_to_end, apply, images, sizes, side, m),
         args.repeats)
-
-    def e2e():
-      pl = jax.device_put(batch_lib.plan_method(sizes, (256, 256), m))  # pylint: disable=cell-var-from-loop
-      x = jax.device_put(batch_lib.pad_square(images, side))
-      apply(x, pl, method=m).block_until_ready()  # pylint: disable=cell-var-from-loop
-
-    t_e2e = median_time(e2e, args.repeats)
     tot_host, tot_dev, tot_e2e = (tot_host + t_host, tot_dev + t_dev,
                                   tot_e2e + t_e2e)
     rows.append((m, t_host, t_dev, t_e2e, t_plan, t_compile, worst))

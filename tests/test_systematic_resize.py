@@ -116,6 +116,12 @@ def test_resize_is_jittable_and_accepts_hwc():
   single = systematic.resize(img, (11, 7), method='pil_lanczos')
   assert batched.shape == (1, 11, 7, 3) and batched.dtype == jnp.uint8
   np.testing.assert_array_equal(np.asarray(batched[0]), np.asarray(single))
+  many = np.stack([img, img[::-1]])
+  mapped = jax.vmap(
+      lambda im: systematic.resize(im, (9, 5), method='cv2_area'))(many)
+  np.testing.assert_array_equal(
+      np.asarray(mapped),
+      np.asarray(systematic.resize(many, (9, 5), method='cv2_area')))
 
 
 def test_resize_rejects_bad_inputs():

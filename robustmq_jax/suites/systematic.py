@@ -193,7 +193,7 @@ class SystematicSuite(base.Suite):
       real = int(hb.mask.sum())
       sizes = list(stash['sizes'][:real])
       ok = list(stash['ok'][:real])
-      fill = sizes[0] if sizes else proto.size
+      fill = stash['sizes'][0]  # padding rows: any size within the side
       sizes += [fill] * (len(hb.mask) - real)
       ok += [False] * (len(hb.mask) - real)
       extra = batch_lib.plan_batch(sizes, proto.size, methods,

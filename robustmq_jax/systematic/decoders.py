@@ -3,13 +3,20 @@
 Each decoder turns the raw bytes of a file into a uint8 RGB [H, W, 3]
 array with one library's default behaviour, as a deployed pipeline would:
 
-| name | library and settings |
-|---|---|
-| pil | `PIL.Image.open(...).convert('RGB')` (reference; libjpeg-turbo, accurate integer IDCT, fancy upsampling) |
-| opencv | `cv2.imdecode(..., IMREAD_COLOR)` then BGR -> RGB (bundled libjpeg-turbo; applies the EXIF orientation) |
-| ffmpeg | FFmpeg's own MJPEG decoder + swscale to rgb24 (the binary of the `imageio-ffmpeg` wheel, or `ffmpeg` on PATH) |
-| simplejpeg[_fastdct, _fastupsample, _fast] | libjpeg-turbo through `simplejpeg`, with its fast-DCT / fast-upsampling flags |
-| tf[_integer_fast, _integer_accurate][_nofancy] | `tf.io.decode_jpeg` with `dct_method` '' / INTEGER_FAST / INTEGER_ACCURATE and `fancy_upscaling` True / False |
+* ``pil``: `PIL.Image.open(...).convert('RGB')`, the reference
+  (libjpeg-turbo: accurate integer IDCT, fancy upsampling).
+* ``opencv``: `cv2.imdecode(..., IMREAD_COLOR)` then BGR -> RGB (OpenCV's
+  bundled libjpeg-turbo; applies the EXIF orientation, as OpenCV does).
+* ``ffmpeg``: FFmpeg's own MJPEG decoder and swscale conversion to rgb24
+  (the binary shipped in the `imageio-ffmpeg` wheel, else `ffmpeg` on PATH);
+  same-sized files share one process.
+* ``simplejpeg``, ``simplejpeg_fastdct``, ``simplejpeg_fastupsample``,
+  ``simplejpeg_fast``: libjpeg-turbo through `simplejpeg`, with its fast-DCT
+  and fast-upsampling flags.
+* ``tf``, ``tf_integer_fast``, ``tf_integer_accurate`` and their
+  ``_nofancy`` twins: `tf.io.decode_jpeg` with `dct_method` '' (the system
+  default), 'INTEGER_FAST' or 'INTEGER_ACCURATE', `fancy_upscaling` True or
+  False (needs TensorFlow).
 
 A decoder whose library is missing is listed by `list_decoders` with the
 reason and raises `DecoderUnavailable` when used; it is never replaced by

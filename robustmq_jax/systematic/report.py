@@ -83,8 +83,9 @@ def _grid_section(title: str, s: dict[str, Any]) -> list[str]:
   if ref is not None:
     drops = {k: ref - v for k, v in acc.items()}
     worst = max(drops, key=drops.get)
-    out.append(f'Drop vs reference: mean {100 * float(np.mean(list(drops.values()))):+.2f}, '
-               f'largest {100 * drops[worst]:+.2f} ({worst[0]} + {worst[1]}).')
+    mean_drop = float(np.mean(list(drops.values())))
+    out.append(f'Drop vs reference: mean {100 * mean_drop:+.2f}, largest '
+               f'{100 * drops[worst]:+.2f} ({worst[0]} + {worst[1]}).')
   out.append('Resize methods, most harmful first (mean over decoders): '
              + _rank(s['resize_order'], s['by_resize'], ref) + '.')
   out.append('Decoders, most harmful first (mean over resizes): '
