@@ -5,10 +5,10 @@ keep one compiled program per batch shape, the host pads every image to the
 top-left of a common square (`pad_square`, side rounded up to a multiple of
 32) and describes each image's resize as arrays (`plan_batch`): the taps of
 both axes, padded to a power-of-two tap count, plus per-image flags. On
-device (`resample.apply_planned`) the taps become per-image dense matrices by
-scatter-add, and the same kernels as `resample.resize` run as batched
-contractions. The padding never enters a result: taps only address real
-pixels.
+device (`resample.apply_planned`) the same kernels as `resample.resize` run
+with per-image taps: banded contractions (gathers) for large squares, dense
+per-image matrices (built by scatter-add) for small ones. The padding never
+enters a result: taps only address real pixels.
 
 What recompiles: a new padded side, a new tap-count bucket, or a new set of
 recipe kinds in a batch (e.g. the first batch where OpenCV's INTER_AREA must
