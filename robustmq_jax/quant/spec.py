@@ -92,10 +92,10 @@ def default_config(variant: str = '') -> ml_collections.ConfigDict:
       'checkpoint_dir': 'checkpoints/sample' if sample else '',
       'backend': 'aqt',
       'qat': {
-          'steps': 300,
+          'steps': 200,
           'batch_size': 64,
-          'learning_rate': 5e-4,
-          'warmup_steps': 30,
+          'learning_rate': 1e-3,
+          'warmup_steps': 20,
           'weight_decay': 0.0,
           'optimizer': 'adamw',
           'label_smoothing': 0.0,
@@ -107,10 +107,10 @@ def default_config(variant: str = '') -> ml_collections.ConfigDict:
 @dataclasses.dataclass(frozen=True)
 class QatRecipe:
   """Fine-tuning recipe (maps onto `robustmq_jax.training.Recipe`)."""
-  steps: int = 300
+  steps: int = 200
   batch_size: int = 64
-  learning_rate: float = 5e-4
-  warmup_steps: int = 30
+  learning_rate: float = 1e-3
+  warmup_steps: int = 20
   weight_decay: float = 0.0
   optimizer: str = 'adamw'
   label_smoothing: float = 0.0

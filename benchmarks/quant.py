@@ -1,0 +1,101 @@
+r"""Forward cost of quantization: quantized / float forward time, side by side.
+
+  python benchmarks/quant.py                       # ResNet-18, ViT-S/16
+  python benchmarks/quant.py --models=resnet18 --batch=8 --repeats=3
+
+For each model (224x224, batch 32, random weights, w4a4 MQBench-academic PTQ
+calibrated on one random batch) it times, after compilation, the jitted
+forward of: the float model; the fake-quant AQT model (what the suites
+evaluate and differentiate); AQT's served model (int8 weights frozen by
+CONVERT; integer matmuls with int32 accumulation; AQT's conv stays
+simulated). Prints the median time and the ratio to the float forward.
+Goal: fake-quant <= 1.3x.
+"""
+
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robustmq_jax import models
+from robustmq_jax import quant
+
+_MODELS = flags.DEFINE_list('models', ['resnet18', 'vit_small_patch16_224'],
+                            'Models.')
+_BATCH = flags.DEFINE_integer('batch', 32, 'Batch size.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs (median).')
+_PRECISION = flags.DEFINE_string('precision', 'w4a4', 'Precision.')
+_GRANULARITY = flags.DEFINE_string('granularity', 'per_tensor',
+                                   'Weight scale granularity.')
+
+
+def _random_variables(module, size):
+  """He-normal random variables without compiling an initializer."""
+  shapes = jax.eval_shape(module.init, jax.random.key(0),
+                          jnp.zeros((1, size, size, 3)))
+  rng = np.random.default_rng(0)
+
+  def leaf(path, s):
+    key = path[-1].key
+    if key in ('var', 'scale'):
+      return np.ones(s.shape, np.float32)
+    if key in ('mean', 'bias') or len(s.shape) < 2:
+      return np.zeros(s.shape, np.float32)
+    fan_in = int(np.prod(s.shape[:-1]))
+    return (rng.normal(size=s.shape) * np.sqrt(2.0 / fan_in)).astype(
+        np.float32)
+
+  return jax.tree_util.tree_map_with_path(leaf, shapes)
+
+
+def _time(fn, *args) -> tuple[float, float]:
+  """(compile + first run seconds, median seconds of the timed runs)."""
+  start = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(_REPEATS.value):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return first, float(np.median(times))
+
+
+def main(argv):
+  del argv
+  print(f'jax {jax.__version__} on {jax.devices()[0].platform}, batch '
+        f'{_BATCH.value}, {_PRECISION.value} {_GRANULARITY.value}, median of '
+        f'{_REPEATS.value}')
+  print('| model | forward | ms / batch | img/s | vs float | compile+1st s |')
+  print('|---|---|---|---|---|---|')
+  for name in _MODELS.value:
+    size = models.model_info(name).image_size
+    module = models.get_model(name, num_classes=1000)
+    variables = _random_variables(module, size)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (_BATCH.value, size, size, 3), np.uint8)
+    x = jnp.asarray(images, jnp.float32) / 255.0
+    qc = quant.default_config().to_dict()
+    qc.update(num_calib_batches=1, calib_batch_size=_BATCH.value,
+              granularity=_GRANULARITY.value)
+    spec = quant.parse_spec(_PRECISION.value, qc)
+    qm = quant.quantize_model(name, 1000, {}, variables, spec, images)
+    serve_apply, serve_vars = qm.serve()
+    rows = [
+        ('float', jax.jit(lambda v, x: module.apply(v, x)), variables),
+        ('fake-quant (AQT)', jax.jit(qm.apply_fn()), qm.variables),
+        ('served int8 (AQT)', jax.jit(serve_apply), serve_vars),
+    ]
+    base = None
+    for label, fn, v in rows:
+      first, t = _time(fn, jax.device_put(v), x)
+      base = base or t
+      print(f'| {name} | {label} | {t * 1e3:.0f} | {_BATCH.value / t:.1f} | '
+            f'{t / base:.2f}x | {first:.1f} |', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
