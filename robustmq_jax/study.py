@@ -60,7 +60,7 @@ def study_config(arg: str | None, *, imagenet_model: str, sample_model: str,
   c.checkpoint_hint = (
       'train it with `python scripts/train.py --model=' + model +
       '` (see checkpoints/README.md)' if sample else '')
-  c.quant = _default('quant')
+  c.quant = _default('quant', 'sample' if sample else '')
   c.adversarial = _default('suites.adversarial', image_size)
   c.corruption = _default('suites.corruption', image_size)
   c.systematic = _default('suites.systematic', image_size)
