@@ -88,6 +88,19 @@ def test_pgd_perturb_stays_in_ball_and_raises_loss():
           float(training.cross_entropy(logits_fn(x), y)))
 
 
+def test_pgd_perturb_fraction_keeps_the_rest_clean():
+  module = _Linear()
+  v = _random_variables(module, (1, 2, 2, 1))
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.uniform(0.2, 0.8, (8, 2, 2, 1)), jnp.float32)
+  y = jnp.asarray(rng.integers(0, 3, 8), jnp.int32)
+  perturb = adversarial_training.pgd_perturb(eps=0.1, step_size=0.05,
+                                             steps=2, fraction=0.25)
+  out = perturb(jax.random.key(0), lambda z: module.apply(v, z), x, y)
+  np.testing.assert_array_equal(out[:6], x[:6])
+  assert float(jnp.max(jnp.abs(out[6:] - x[6:]))) > 0
+
+
 def test_adversarial_finetune_runs_through_fit():
   module = _Linear()
   v = _random_variables(module, (1, 2, 2, 1))

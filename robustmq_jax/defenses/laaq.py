@@ -96,8 +96,9 @@ class Settings:
   Attributes:
     w_fracs: kernel clipping bounds, as fractions of max |w|.
     a_fracs: input clipping bounds, as fractions of the calibration max |x|.
-    eps: L-inf input budget (pixels in [0, 1]) that sets E_0; 0 gives a
-      purely quantization-error-driven selection.
+    eps: L-inf input budget (pixels in [0, 1]) that sets E_0 (the
+      adversarial training budget by default); 0 gives a purely
+      quantization-error-driven selection.
     lipschitz: 'operator' or 'matrix' (see module docstring).
     propagation: 'bound' or 'measured'.
     iters: power iterations per spectral norm.
@@ -105,7 +106,7 @@ class Settings:
   """
   w_fracs: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
   a_fracs: tuple[float, ...] = (1.0, 0.8, 0.6, 0.45, 0.3, 0.2)
-  eps: float = 8 / 255
+  eps: float = 4 / 255
   lipschitz: str = 'operator'
   propagation: str = 'measured'
   iters: int = 30

@@ -43,7 +43,7 @@ def default_config() -> ml_collections.ConfigDict:
       propagation, iters, fold_bn); laaq.num_batches x laaq.batch_size
       calibration images are analysed.
     adv.*: PGD adversarial fine-tuning of the float model (eps, step_size,
-      attack steps, norm) and its schedule (train_steps, batch_size,
+      attack steps, norm, fraction of each batch attacked) and its schedule (train_steps, batch_size,
       learning_rate, warmup_steps, weight_decay, pad_crop).
   """
   l = LaaqSettings()
@@ -55,7 +55,8 @@ def default_config() -> ml_collections.ConfigDict:
                'iters': l.iters, 'fold_bn': l.fold_bn, 'num_batches': 4,
                'batch_size': 64},
       'adv': {'eps': a.eps, 'step_size': a.step_size, 'steps': a.steps,
-              'norm': a.norm, 'train_steps': a.recipe.steps,
+              'norm': a.norm, 'fraction': a.fraction,
+              'train_steps': a.recipe.steps,
               'batch_size': a.recipe.batch_size,
               'learning_rate': a.recipe.learning_rate,
               'warmup_steps': a.recipe.warmup_steps,
@@ -188,7 +189,7 @@ def adv_settings(qconfig) -> AdvSettings:
       eps=_num(c, 'adv', 'eps', 0.0, 1.0),
       step_size=_num(c, 'adv', 'step_size', 0.0, 1.0),
       steps=_num(c, 'adv', 'steps', 1, 1000, integer=True), norm=c.norm,
-      recipe=recipe)
+      fraction=_num(c, 'adv', 'fraction', 1e-6, 1.0), recipe=recipe)
 
 
 def validate_config(qconfig) -> None:
