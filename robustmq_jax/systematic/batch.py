@@ -15,9 +15,11 @@ recipe kinds in a batch (e.g. the first batch where OpenCV's INTER_AREA must
 enlarge an image). Images whose kind differs within one method are all
 computed by every kind present and selected per image.
 
-Pillow's pass order depends on the image (`resize_pil.vertical_first`); for
-square outputs the device transposes those images (and swaps their taps) so
-that one width-first program serves both orders.
+Pillow's pass order depends on the image (`resize_pil.vertical_first`):
+height-first images form their own kind ('fixed2v'), so a batch mixing both
+orders computes both and selects. (Transposing those images instead would
+save that work, but XLA:CPU then fuses the whole gather chain into the
+transposed select and runs ~10x slower.)
 """
 
 import functools
@@ -54,10 +56,8 @@ def _bucket(k: int) -> int:
   return 1 << max(0, int(k) - 1).bit_length()
 
 
-def _kind(r: Recipe, square_out: bool) -> str:
-  if r.kind == 'fixed2' and r.vertical_first and not square_out:
-    return 'fixed2v'
-  return r.kind
+def _kind(r: Recipe) -> str:
+  return 'fixed2v' if r.kind == 'fixed2' and r.vertical_first else r.kind
 
 
 def _stack(taps: Sequence[Taps | None], k: int, dtype, out: int):
@@ -79,8 +79,7 @@ def _recipes(sizes, size, method, crop):
   for h, w in sizes:
     r = resample.recipe((h, w), size, method)
     recipes.append(r.crop(*crop) if crop else r)
-  oh, ow = recipes[0].out_size
-  return recipes, [_kind(r, oh == ow) for r in recipes]
+  return recipes, [_kind(r) for r in recipes]
 
 
 def _layout(recipes, kinds) -> np.ndarray:
@@ -98,7 +97,6 @@ def _layout(recipes, kinds) -> np.ndarray:
 def _materialize(recipes, kinds, layout) -> dict[str, np.ndarray]:
   layout = np.asarray(layout).reshape(len(_ALL_KINDS), 3)
   oh, ow = recipes[0].out_size
-  square = oh == ow
   present = [k for k, row in zip(_ALL_KINDS, layout) if row[0]]
   present.sort()  # `resample.apply_planned` reads kinds in sorted order.
   plan = {}
@@ -113,13 +111,8 @@ def _materialize(recipes, kinds, layout) -> dict[str, np.ndarray]:
           [r.x.index[:, 0] if r else np.zeros(ow, np.int32) for r in mine])
       continue
     _, kx, ky = layout[_ALL_KINDS.index(kind)]
-    flip = [bool(r is not None and kind == 'fixed2' and r.vertical_first)
-            for r in mine]
-    # A flipped image is transposed on device: its height taps act first.
-    xs = [None if r is None else (r.y if f else r.x)
-          for r, f in zip(mine, flip)]
-    ys = [None if r is None else (r.x if f else r.y)
-          for r, f in zip(mine, flip)]
+    xs = [None if r is None else r.x for r in mine]
+    ys = [None if r is None else r.y for r in mine]
     dtype = np.float32 if kind in _FLOAT_KINDS else np.int32
     if kind == 'linear_simd':
       ky = 2  # the two-tap vertical formula
@@ -127,8 +120,6 @@ def _materialize(recipes, kinds, layout) -> dict[str, np.ndarray]:
       index, weight = _stack(taps, int(max(k, 1)), dtype, n_out)
       plan[f'{kind}/{axis}_index'] = index
       plan[f'{kind}/{axis}_weight'] = weight
-    if kind == 'fixed2' and square:
-      plan['fixed2/transpose'] = np.asarray(flip)
     if kind == 'float_seq':
       plan['float_seq/post_scale'] = np.asarray(
           [r.post_scale if r else 1.0 for r in mine], np.float32)

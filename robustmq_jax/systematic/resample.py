@@ -253,11 +253,6 @@ def _apply_kind(x, kind: str, plan):
   if kind == 'select':
     return apply_select(x, plan['select/y_index'], plan['select/x_index'])
   xt, yt = _taps(plan, kind, 'x'), _taps(plan, kind, 'y')
-  if kind == 'fixed2' and 'fixed2/transpose' in plan:
-    flip = plan['fixed2/transpose'][:, None, None, None]
-    xs = jnp.where(flip, jnp.swapaxes(x, 1, 2), x)
-    out = apply_fixed2(xs, xt, yt)
-    return jnp.where(flip, jnp.swapaxes(out, 1, 2), out)
   if kind == 'fixed2':
     return apply_fixed2(x, xt, yt)
   if kind == 'fixed2v':
