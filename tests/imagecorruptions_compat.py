@@ -102,14 +102,21 @@ def hendrycks_pixelate(pil_image, factor):
   return small.resize((w, h), Image.BOX)
 
 
-def hendrycks_frost(x, image_weight, frost_weight, idx, row, col, scale):
-  """Frost picture `idx` (cv2, BGR), resized by `scale`, crop at (row, col)."""
+@functools.cache
+def frost_picture(idx, scale):
+  """hendrycks' frost picture `idx` (cv2, BGR), resized by `scale`."""
   import cv2  # pylint: disable=g-import-not-at-top
   names = ['frost1.png', 'frost2.png', 'frost3.png', 'frost4.jpg',
            'frost5.jpg', 'frost6.jpg']
   frost = cv2.imread(os.path.join(frost_dir(), names[idx]))
   if scale != 1:
     frost = cv2.resize(frost, (0, 0), fx=scale, fy=scale)
+  return frost
+
+
+def hendrycks_frost(x, image_weight, frost_weight, idx, row, col, scale):
+  """Frost picture `idx`, resized by `scale`, cropped at (row, col)."""
+  frost = frost_picture(idx, scale)
   h, w = x.shape[:2]
   crop = frost[row:row + h, col:col + w][..., [2, 1, 0]]
   return np.clip(image_weight * np.asarray(x, np.float64) + frost_weight * crop,
@@ -223,3 +230,33 @@ def reference(name, image, severity, table_name='224'):
   finally:
     corruptions.clipped_zoom = saved
   return np.asarray(out, np.float64)
+
+
+def reference_random(name, image, severity, table_name, rng):
+  """One random draw of the reference, for statistics.
+
+  The package's own function (global NumPy RNG, seeded from `rng`) with our
+  table's parameters; hendrycks' frost (picture and crop from `rng`) and
+  elastic transform (uniform draws from `rng`).
+  """
+  from robustmq_jax.corruptions import params  # pylint: disable=g-import-not-at-top
+  table = params.TABLES[table_name]
+  if name == 'frost':
+    f = table.fields('frost')
+    idx = int(rng.integers(5))  # randint(5): frost6 is never used
+    pic = frost_picture(idx, table.frost_scale)
+    h, w = image.shape[:2]
+    row = int(rng.integers(0, pic.shape[0] - h))
+    col = int(rng.integers(0, pic.shape[1] - w))
+    return hendrycks_frost(image, f['image_weight'][severity - 1],
+                           f['frost_weight'][severity - 1], idx, row, col,
+                           table.frost_scale)
+  if name == 'elastic_transform':
+    f = table.fields(name)
+    h, w = image.shape[:2]
+    return hendrycks_elastic(
+        image, f['alpha'][severity - 1], f['sigma'][severity - 1],
+        f['jitter'][severity - 1], rng.uniform(-1, 1, (3, 2)),
+        rng.uniform(-1, 1, (h, w)), rng.uniform(-1, 1, (h, w)))
+  np.random.seed(int(rng.integers(2**31)))
+  return reference(name, image, severity, table_name)

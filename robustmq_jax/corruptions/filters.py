@@ -163,7 +163,6 @@ def fft_correlate2d(x: jax.Array, kernel: jax.Array,
   k = kernel.shape[0]
   r = k // 2
   h, w = x.shape[-3], x.shape[-2]
-  p = pad_axis(pad_axis(x, -3, r, r, mode), -2, r, r, mode)
   n_h = _fft_size(h + 2 * r)
   n_w = _fft_size(w + 2 * r)
   # Correlation = convolution with the flipped kernel, centred at 0.
@@ -171,11 +170,12 @@ def fft_correlate2d(x: jax.Array, kernel: jax.Array,
   kf = kf.at[:k, :k].set(kernel[::-1, ::-1].astype(jnp.float32))
   kf = jnp.roll(kf, (-r, -r), axis=(0, 1))
   fk = jnp.fft.rfft2(kf)
-  pm = jnp.moveaxis(p, -1, -3)  # [..., C, H', W']
-  fp = jnp.fft.rfft2(pm, s=(n_h, n_w))
-  out = jnp.fft.irfft2(fp * fk, s=(n_h, n_w))
-  out = out[..., r:r + h, r:r + w]
-  return jnp.moveaxis(out, -3, -1)
+  # Channels first, then pad: in the opposite order XLA's CPU FFT receives a
+  # transposed layout under sharding and fails a layout check.
+  xc = jnp.moveaxis(x, -1, -3)
+  p = pad_axis(pad_axis(xc, -2, r, r, mode), -1, r, r, mode)
+  out = jnp.fft.irfft2(jnp.fft.rfft2(p, s=(n_h, n_w)) * fk, s=(n_h, n_w))
+  return jnp.moveaxis(out[..., r:r + h, r:r + w], -3, -1)
 
 
 def _fft_size(n: int) -> int:

@@ -80,11 +80,23 @@ def relative_corruption_error(errors: Errors, clean_error: float,
 
 def mean_over_benchmark(values: Mapping[str, float],
                         names: Sequence[str] = BENCHMARK) -> float:
-  """Mean over the benchmark corruptions present (nan if none / any nan)."""
-  vals = [values[n] for n in names if n in values]
+  """Mean over the benchmark corruptions present with a finite value.
+
+  Undefined CEs (nan: a baseline with no error above its clean error, which
+  happens for relative CE against a float model on mild corruptions) are
+  left out; nan if none is left.
+  """
+  vals = [values[n] for n in names if n in values and not math.isnan(values[n])]
   if not vals:
     return math.nan
   return sum(vals) / len(vals)
+
+
+def count_defined(values: Mapping[str, float],
+                  names: Sequence[str] = BENCHMARK) -> tuple[int, int]:
+  """(finite values, present values) among the benchmark corruptions."""
+  present = [n for n in names if n in values]
+  return sum(not math.isnan(values[n]) for n in present), len(present)
 
 
 def mce(errors: Mapping[str, Errors], *,

@@ -19,8 +19,9 @@ def gaussian_noise(seed, x, p, static):
 
 def _prepare_shot(table, h, w):
   del h, w
-  f = table.fields('shot_noise')
-  return f, {'max_rate': float(f['rate'].max())}
+  f = dict(table.fields('shot_noise'))
+  f['cdf'] = rng.poisson_cdf_table(f['rate'])  # [5, 256, k_max]
+  return f, {}
 
 
 @corruption('shot_noise', family='noise', prepare=_prepare_shot)
@@ -29,8 +30,8 @@ def shot_noise(seed, x, p, static):
 
   Exact for 8-bit images; see `rng.poisson_of_levels` for other inputs.
   """
-  return rng.poisson_of_levels(seed, x, p['rate'],
-                               max_rate=static['max_rate']) / p['rate']
+  del static
+  return rng.poisson_of_levels(seed, x, p['cdf']) / p['rate']
 
 
 @corruption('impulse_noise', family='noise')

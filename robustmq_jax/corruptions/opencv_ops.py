@@ -20,11 +20,14 @@ _CHAMFER += [((dy, dx), _KNIGHT) for dy, dx in (
     (1, 2), (2, 1), (-1, 2), (-2, 1), (1, -2), (2, -1), (-1, -2), (-2, -1))]
 
 
-def _shift(x, dy, dx, fill):
-  """y[i, j] = x[i + dy, j + dx], `fill` outside."""
-  h, w = x.shape
-  p = jnp.pad(x, ((2, 2), (2, 2)), constant_values=fill)
-  return lax.slice(p, (2 + dy, 2 + dx), (2 + dy + h, 2 + dx + w))
+def _padded(x, fill, r=2):
+  return jnp.pad(x, ((r, r), (r, r)), constant_values=fill)
+
+
+def _at(p, shape, dy, dx, r=2):
+  """From `_padded(x)`: y[i, j] = x[i + dy, j + dx] (the fill outside)."""
+  h, w = shape
+  return lax.slice(p, (r + dy, r + dx), (r + dy + h, r + dx + w))
 
 
 def canny(img: jax.Array, low: int = 50, high: int = 150) -> jax.Array:
@@ -48,10 +51,11 @@ def canny(img: jax.Array, low: int = 50, high: int = 150) -> jax.Array:
   tg22x = ax * _TG22
   tg67x = tg22x + (ax << 16)
   s = jnp.where((dx ^ dy) < 0, -1, 1)
-  left, right = _shift(mag, 0, -1, 0), _shift(mag, 0, 1, 0)
-  up, down = _shift(mag, -1, 0, 0), _shift(mag, 1, 0, 0)
-  up_l, up_r = _shift(mag, -1, -1, 0), _shift(mag, -1, 1, 0)
-  down_l, down_r = _shift(mag, 1, -1, 0), _shift(mag, 1, 1, 0)
+  pm = _padded(mag, 0)
+  left, right = _at(pm, mag.shape, 0, -1), _at(pm, mag.shape, 0, 1)
+  up, down = _at(pm, mag.shape, -1, 0), _at(pm, mag.shape, 1, 0)
+  up_l, up_r = _at(pm, mag.shape, -1, -1), _at(pm, mag.shape, -1, 1)
+  down_l, down_r = _at(pm, mag.shape, 1, -1), _at(pm, mag.shape, 1, 1)
   horizontal = (mag > left) & (mag >= right)
   vertical = (mag > up) & (mag >= down)
   # s = 1: compare up-left and down-right; s = -1: up-right and down-left.
@@ -65,9 +69,10 @@ def canny(img: jax.Array, low: int = 50, high: int = 150) -> jax.Array:
   def grow(state):
     edges, _ = state
     near = edges
+    pe = _padded(edges, False, 1)
     for dy_, dx_ in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1),
                      (1, 0), (1, 1)):
-      near = near | _shift(edges, dy_, dx_, False)
+      near = near | _at(pe, edges.shape, dy_, dx_, 1)
     new = edges | (weak & near)
     return new, jnp.any(new != edges)
 
@@ -90,8 +95,9 @@ def distance_to_zero(mask_zero: jax.Array, cap: float) -> jax.Array:
 
   def sweep(_, d):
     out = d
+    pd = _padded(d, big)
     for (dy, dx), wgt in _CHAMFER:
-      out = jnp.minimum(out, _shift(d, dy, dx, big) + wgt)
+      out = jnp.minimum(out, _at(pd, d.shape, dy, dx) + wgt)
     return out
 
   return lax.fori_loop(0, int(np.ceil(cap)), sweep, d)

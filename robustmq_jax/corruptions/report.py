@@ -87,6 +87,7 @@ def summarize(rows: Sequence[Mapping[str, Any]],
                  f'mCE | rel. mCE | CE normaliser |')
     lines.append('|---|---|---|---|---|---|---|---|')
     ces_by_mp = {}
+    partial = False
     for (model, prec), cell in models.items():
       errs = _errors(cell)
       clean_err = 1.0 - cell['clean'] if 'clean' in cell else math.nan
@@ -104,12 +105,22 @@ def summarize(rows: Sequence[Mapping[str, Any]],
                                                    base_clean)
               for c, e in errs.items() if c in base}
       ces_by_mp[(model, prec)] = ces
+      rel = _fmt(metrics.mean_over_benchmark(rces))
+      defined, present = metrics.count_defined(rces)
+      if 0 < defined < present:
+        rel += f' ({defined}/{present})'
+        partial = True
       lines.append(
           f'| {model} | {prec} | {_fmt(cell.get("clean", math.nan))} | '
           f'{_fmt(_mean_acc(cell, metrics.BENCHMARK))} | '
           f'{_fmt(_mean_acc(cell))} | '
           f'{_fmt(metrics.mean_over_benchmark(ces))} | '
-          f'{_fmt(metrics.mean_over_benchmark(rces))} | {norm_name} |')
+          f'{rel} | {norm_name} |')
+    if partial:
+      lines += ['', 'rel. mCE (k/15): relative CE is undefined where the '
+                'normaliser\'s corrupted error does not exceed its clean '
+                'error; the mean is over the k corruptions where it is '
+                'defined.']
     mps = list(models)
     header = '| corruption | ' + ' | '.join(f'{m} {p}' for m, p in mps) + ' |'
     sep = '|---|' + '---|' * len(mps)

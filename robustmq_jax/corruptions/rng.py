@@ -110,37 +110,51 @@ def randint(seed: jax.Array, shape, minval, maxval) -> jax.Array:
   return minval + jnp.minimum(r, span - 1)
 
 
-def poisson_of_levels(seed: jax.Array, x: jax.Array, rate, *,
-                      max_rate: float, levels: int = 255) -> jax.Array:
+def poisson_cdf_table(rates, levels: int = 255) -> np.ndarray:
+  """Host-side Poisson CDFs for `poisson_of_levels`, in float64 -> float32.
+
+  Args:
+    rates: the possible values of `rate` (e.g. the 5 severities').
+    levels: grid of x.
+
+  Returns:
+    float32 [len(rates), levels + 1, k_max]: CDF of Poisson((l / levels) *
+    rate) at 0..k_max-1, with k_max = ceil(max rate + 10 sqrt(max rate) + 10).
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  rates = np.asarray(rates, np.float64)
+  top = float(rates.max())
+  k_max = int(np.ceil(top + 10.0 * np.sqrt(top) + 10.0))
+  lam = np.arange(levels + 1)[None, :, None] / levels * rates[:, None, None]
+  k = np.arange(k_max)[None, None, :]
+  return stats.poisson.cdf(k, lam).astype(np.float32)
+
+
+def poisson_of_levels(seed: jax.Array, x: jax.Array, cdf: jax.Array, *,
+                      levels: int = 255) -> jax.Array:
   """Poisson(x * rate) for x in [0, 1], by table inversion.
 
-  Images come from uint8, so x * levels takes at most levels + 1 values. We
-  tabulate the Poisson CDF of each rate (l / levels) * rate, l = 0..levels,
-  once per call (rate is the same for the whole batch), and invert it with a
-  binary search per value: exact, and about 20x faster on a CPU than
-  rejection sampling run until every pixel accepts. A value between two
-  levels is first rounded to one of them at random (up with probability
-  equal to its fractional part), which keeps the mean exactly x * rate and
-  adds at most rate^2 / (4 levels^2) to the variance (0.014 at rate 60).
+  Images come from uint8, so x * levels takes at most levels + 1 values; the
+  CDF of each rate (l / levels) * rate is tabulated on the host
+  (`poisson_cdf_table`, float64, so every backend and jit / eager draw the
+  same samples) and inverted with a binary search per value: exact, and
+  about 20x faster on a CPU than rejection sampling run until every pixel
+  accepts. A value between two levels is first rounded to one of them at
+  random (up with probability equal to its fractional part), which keeps the
+  mean exactly x * rate and adds at most rate^2 / (4 levels^2) to the
+  variance (0.014 at rate 60).
 
   Args:
     seed: the example's seed [2].
     x: values in [0, 1].
-    rate: the Poisson rate at x = 1 (may be traced).
-    max_rate: static upper bound of `rate` (sizes the table).
+    cdf: float32 [levels + 1, k_max], one rate's table.
     levels: grid of x (255 for 8-bit images).
 
   Returns:
     float32 counts, shape of x.
   """
-  k_max = int(np.ceil(max_rate + 10.0 * np.sqrt(max_rate) + 10.0))
-  rate = jnp.asarray(rate, jnp.float32)
-  lam = jnp.arange(levels + 1, dtype=jnp.float32)[:, None] / levels * rate
-  ks = jnp.arange(k_max, dtype=jnp.float32)[None, :]
-  logp = ks * jnp.log(jnp.maximum(lam, 1e-30)) - lam - lax.lgamma(ks + 1.0)
-  pmf = jnp.where(lam > 0, jnp.exp(logp), (ks == 0).astype(jnp.float32))
-  cdf = jnp.cumsum(pmf, axis=1).reshape(-1)  # [(levels + 1) * k_max]
-
+  k_max = cdf.shape[-1]
+  cdf = cdf.reshape(-1)
   scaled = jnp.clip(x, 0.0, 1.0) * levels
   low = jnp.floor(scaled)
   frac = scaled - low
