@@ -62,10 +62,9 @@ ATTACKS = {
         k, f, x, y, eps=e, n_queries=30), 'linf'),
     'square_l2': (lambda k, f, x, y, e: attacks.square(
         k, f, x, y, eps=e, n_queries=30, norm='l2'), 'l2'),
-    'autoattack': (lambda k, f, x, y, e: attacks.autoattack(
-        k, f, x, y, eps=e, steps=4, n_target_classes=2, n_queries=20),
-                   'linf'),
 }
+AUTOATTACK = (lambda k, f, x, y, e: attacks.autoattack(
+    k, f, x, y, eps=e, steps=4, n_target_classes=2, n_queries=20), 'linf')
 EPS_BY_NORM = {'linf': EPS, 'l2': 1.0, 'l1': 8.0}
 
 
@@ -89,7 +88,7 @@ def test_dtype_is_preserved():
   xb = x.astype(jnp.bfloat16)
   f = lambda z: model()(z.astype(jnp.float32))
   out = attacks.pgd(jax.random.key(0), f, xb, y, eps=EPS, step_size=0.03,
-                    steps=2)
+                    steps=1)
   assert out.dtype == jnp.bfloat16 and out.shape == x.shape
   assert attacks.fgsm(f, xb, y, eps=EPS).dtype == jnp.bfloat16
 
@@ -100,7 +99,7 @@ def test_more_steps_never_raise_robust_accuracy():
   run = jax.jit(lambda x, y, steps: attacks.pgd(
       jax.random.key(3), f, x, y, eps=0.08, step_size=0.02, steps=steps),
                 static_argnums=2)
-  accs = [acc(run(x, y, s), y) for s in (0, 1, 2, 4, 8)]
+  accs = [acc(run(x, y, s), y) for s in (0, 2, 6)]
   assert all(a >= b for a, b in zip(accs, accs[1:])), accs
   assert accs[-1] < accs[0]
 
@@ -125,8 +124,10 @@ def test_accuracy_falls_with_eps_under_vmap():
   np.testing.assert_allclose(advs[3], single, atol=1e-6)
 
 
-@pytest.mark.parametrize('name', ['pgd_linf', 'apgd_ce_linf', 'fab_t_linf',
-                                  'square_linf'])
+@pytest.mark.parametrize('name', [
+    'pgd_linf', 'fab_t_linf',
+    pytest.param('apgd_ce_linf', marks=pytest.mark.slow),
+    pytest.param('square_linf', marks=pytest.mark.slow)])
 def test_jit_equals_eager(name):
   attack, norm = ATTACKS[name]
   x, y = data()
@@ -139,11 +140,14 @@ def test_jit_equals_eager(name):
   assert acc(eager, y) == acc(jitted, y)
 
 
-@pytest.mark.parametrize('name', ['pgd_linf', 'apgd_t', 'autoattack'])
+@pytest.mark.parametrize('name', [
+    'pgd_linf', 'square_linf',
+    pytest.param('apgd_t', marks=pytest.mark.slow),
+    pytest.param('autoattack', marks=pytest.mark.slow)])
 def test_one_vs_eight_devices(name):
   if jax.device_count() < 8:
     pytest.skip('needs 8 (fake) devices; see tests/conftest.py')
-  attack, norm = ATTACKS[name]
+  attack, norm = AUTOATTACK if name == 'autoattack' else ATTACKS[name]
   x, y = data()
   f = model()
   fn = jax.jit(lambda k, x, y: attack(k, f, x, y, EPS_BY_NORM[norm]))
@@ -184,8 +188,11 @@ def test_autoattack_stages_only_remove_points():
   x, y = data()
   f = model()
   adv, stages = jax.jit(lambda k, x, y: attacks.autoattack(
-      k, f, x, y, eps=0.08, steps=5, n_target_classes=2, n_queries=20,
-      return_stages=True))(jax.random.key(0), x, y)
+      k, f, x, y, eps=EPS, steps=4, n_target_classes=2, n_queries=20,
+      return_stages=True))(jax.random.key(1), x, y)
+  assert adv.shape == x.shape and adv.dtype == x.dtype
+  assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
+  assert float(attacks.lp_norm(adv - x, 'linf').max()) <= EPS + 1e-6
   assert list(stages) == ['apgd-ce', 'apgd-t', 'fab-t', 'square']
   robust = [np.asarray(r) for r in stages.values()]
   for a, b in zip(robust, robust[1:]):

@@ -30,8 +30,8 @@ from robustmq_jax.errors import invalid
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 SQUARE_NORMS = ('linf', 'l2')
-# (upper bound of the rescaled iteration, divisor of p_init), in order.
 _INIT_STREAM = 2**31 - 1   # key stream of the initial perturbation
+# (upper bound of the rescaled iteration, divisor of p_init), in order.
 _SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32),
              (4000, 64), (6000, 128), (8000, 256))
 
@@ -105,25 +105,58 @@ def _meta_pattern(h, w, top, left, size, transpose):
   return _unit(upper - lower)[..., None]
 
 
+def _eta_np(size: int) -> np.ndarray:
+  """The reference's ``eta(size)`` (before its random transpose), numpy."""
+  i, j = np.meshgrid(np.arange(size), np.arange(size), indexing='ij')
+  half = size // 2
+
+  def rect(i, j, nx, ny):
+    if nx == 0:
+      return np.zeros_like(i, np.float64)
+    k = max(nx // 2 + 1, ny // 2 + 1)
+    m = np.maximum(np.abs(i - nx // 2), np.abs(j - ny // 2))
+    inside = (i >= 0) & (i < nx)
+    val = _INV_SQ_CUMSUM[k] - _INV_SQ_CUMSUM[np.clip(m, 0, k)]
+    out = np.where(inside, val, 0.0)
+    n = np.sqrt((out ** 2).sum())
+    return out / n if n > 0 else out
+
+  eta = rect(i, j, half, size) - rect(i - half, j, size - half, size)
+  return (eta / np.sqrt((eta ** 2).sum())).astype(np.float32)
+
+
 def _init_l2(keys, x):
-  """The reference's initial L2 perturbation: a grid of signed patterns."""
+  """The reference's initial L2 perturbation: a grid of size-h//5 patterns.
+
+  Each block gets the pattern `_eta_np`, transposed at random, times a random
+  sign per channel (per example and block; the reference shares the
+  transpose across the batch). Blocks start at (h - 5 s) // 2 and tile the
+  image; parts beyond the border are cut.
+  """
   b, h, w, c = x.shape
-  s = h // 5
+  s = max(h // 5, 1)
   start = (h - 5 * s) // 2
-  delta = jnp.zeros_like(x)
-  zeros = jnp.zeros((b,), jnp.int32)
-  for bi, top in enumerate(range(start, start + s * (h // s), s)):
-    for bj, left in enumerate(range(start, start + s * (w // s), s)):
-      if top >= h or left >= w:
-        continue
-      k = sampling.fold(keys, bi * 4096 + bj)
-      kk = jax.vmap(jax.random.split)(k)
-      k1, k2 = kk[:, 0], kk[:, 1]
-      flip = sampling.uniform(k1, ()) > 0.5
-      pattern = _meta_pattern(h, w, zeros + top, zeros + left, s, flip)
-      sign = sampling.rademacher(k2, (c,))[:, None, None, :]
-      delta = delta + pattern * sign
-  return delta
+  n_r, n_c = h // s, w // s
+
+  def blocks(n, size):
+    pos = np.arange(size) - start
+    idx = pos // s
+    ok = (pos >= 0) & (idx < n)
+    return np.clip(idx, 0, n - 1), np.where(ok, pos - idx * s, 0), ok
+
+  br, li, ok_r = blocks(n_r, h)
+  bcol, lj, ok_c = blocks(n_c, w)
+  eta = _eta_np(s)
+  plain = eta[li[:, None], lj[None, :]]
+  swapped = eta.T[li[:, None], lj[None, :]]
+  valid = (ok_r[:, None] & ok_c[None, :]).astype(np.float32)
+  k = jax.vmap(jax.random.split)(keys)
+  flip = sampling.uniform(k[:, 0], (n_r, n_c)) > 0.5        # [B, nr, nc]
+  sign = sampling.rademacher(k[:, 1], (n_r, n_c, c))        # [B, nr, nc, C]
+  flip_px = flip[:, br][:, :, bcol]                         # [B, H, W]
+  sign_px = sign[:, br][:, :, bcol]                         # [B, H, W, C]
+  pattern = jnp.where(flip_px, swapped, plain) * valid
+  return pattern[..., None] * sign_px
 
 
 def single_run(keys, logits_fn, x, y, attacked, *, eps, norm, n_queries,
