@@ -184,9 +184,10 @@ def method_plan(arrays: Mapping[str, jax.Array], method: str,
   return {k[len(head):]: v for k, v in arrays.items() if k.startswith(head)}
 
 
-@functools.partial(jax.jit, static_argnames='method')
-def _apply(images, plan, method):
-  return resample.apply_planned(images, plan, method)
+@functools.partial(jax.jit, static_argnames=('method', 'per_image'))
+def apply_jit(images, plan, method, per_image):
+  """Jitted `resample.apply_planned` (one compile per shapes and method)."""
+  return resample.apply_planned(images, plan, method, per_image=per_image)
 
 
 def resize_many(images: Sequence[np.ndarray], size: tuple[int, int], *,
@@ -206,4 +207,6 @@ def resize_many(images: Sequence[np.ndarray], size: tuple[int, int], *,
   sizes = [im.shape[:2] for im in images]
   side = padded_side(sizes)
   plan = plan_method(sizes, tuple(size), method, crop=crop)
-  return np.asarray(_apply(pad_square(images, side), plan, method))
+  per_image = jax.default_backend() == 'cpu'
+  return np.asarray(apply_jit(pad_square(images, side), plan, method,
+                              per_image))

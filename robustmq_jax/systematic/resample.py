@@ -222,7 +222,7 @@ def resize(images: jax.Array, size: tuple[int, int], *,
 
 
 def apply_planned(images: jax.Array, plan: Mapping[str, jax.Array],
-                  method: str) -> jax.Array:
+                  method: str, *, per_image: bool = False) -> jax.Array:
   """Applies one method's per-image plan (see `batch.plan_batch`).
 
   Args:
@@ -230,6 +230,9 @@ def apply_planned(images: jax.Array, plan: Mapping[str, jax.Array],
     plan: this method's arrays: '<kind>/<field>' [B, ...] for every kind
       used in the batch, and 'branch' [B] when more than one kind is used.
     method: the method (for error messages).
+    per_image: process one image at a time (`lax.map`). On CPU this is ~2x
+      faster for large images (the working set stays in cache); keep False
+      for batches sharded over devices and on accelerators.
 
   Returns:
     uint8 [B, oh, ow, C].
@@ -237,12 +240,19 @@ def apply_planned(images: jax.Array, plan: Mapping[str, jax.Array],
   kinds = sorted({k.split('/')[0] for k in plan if '/' in k})  # as planned
   if not kinds:
     raise ValueError(f'empty plan for {method}')
-  outs = [_apply_kind(images, kind, plan) for kind in kinds]
-  out = outs[0]
-  for i, o in enumerate(outs[1:], start=1):
-    pick = plan['branch'] == i
-    out = jnp.where(pick[:, None, None, None], o, out)
-  return out.astype(jnp.uint8)
+
+  def run(x, p):
+    outs = [_apply_kind(x, kind, p) for kind in kinds]
+    out = outs[0]
+    for i, o in enumerate(outs[1:], start=1):
+      out = jnp.where((p['branch'] == i)[:, None, None, None], o, out)
+    return out.astype(jnp.uint8)
+
+  if not per_image:
+    return run(images, plan)
+  return jax.lax.map(
+      lambda a: run(a[0][None], {k: v[None] for k, v in a[1].items()})[0],
+      (images, dict(plan)))
 
 
 def _taps(plan, kind: str, axis: str):
