@@ -17,8 +17,8 @@ import pytest
 from robustmq_jax import models
 from robustmq_jax import quant
 from robustmq_jax.data.sample import SampleDataset
+from robustmq_jax.evaluation import make_mesh
 from robustmq_jax.quant import graph
-from robustmq_jax.quant import pipeline
 from robustmq_jax.quant import reference
 
 TINY = {
@@ -159,7 +159,6 @@ def test_save_load_round_trips_bit_exactly(tmp_path):
 
 def _request(tmp_path, qconfig, name='resnet20_cifar', precision='w4a4',
              train_arrays=None):
-  from robustmq_jax.evaluation import make_mesh  # pylint: disable=g-import-not-at-top
   return quant.QuantRequest(
       model_name=name, model_kwargs=TINY[name], num_classes=10,
       float_variables=_float_variables(name), precision=precision,
@@ -232,3 +231,30 @@ def test_every_qat_method_trains_both_models(name, method):
   x = images[:8].astype(np.float32) / 255.0
   g, _ = _loss_grad(qm.apply_fn(), qm.variables, x, labels[:8])
   assert np.all(np.abs(g).reshape(8, -1).sum(1) > 0)
+
+
+def test_calibration_rules_on_the_stem_input():
+  """The stem's input is the normalised image: bounds in closed form."""
+  from robustmq_jax.models.normalize import normalize  # pylint: disable=g-import-not-at-top
+  from robustmq_jax.quant import calibration  # pylint: disable=g-import-not-at-top
+  name = 'resnet20_cifar'
+  images, _ = _data()
+  fv = _float_variables(name)
+  mfn = lambda ops: models.get_model(name, num_classes=10, ops=ops,
+                                     **TINY[name])
+  module = mfn(models.FLOAT_OPS)
+  xs = [np.abs(np.asarray(normalize(b, module.mean, module.std)))
+        for b in calibration.calibration_batches(images, _spec(), seed=0)]
+  bounds = {}
+  for rule in ('minmax', 'percentile', 'mse'):
+    cal = calibration.calibrate(mfn, fv, images, _spec(calibration=rule))
+    bounds[rule] = cal.act_bounds[('conv1', 'lhs')]
+    assert not cal.plan['conv1'].lhs.unsigned  # Normalised: signed.
+    assert cal.plan['layer1_0/conv1'].lhs.unsigned  # After ReLU.
+    assert cal.plan['conv1'].lhs.bits == 8  # First layer: 8 bits.
+  np.testing.assert_allclose(bounds['minmax'], max(x.max() for x in xs),
+                             rtol=1e-6)
+  k = int(np.ceil(xs[0].size * (1 - 99.99 / 100)))
+  want = np.mean([np.sort(x.reshape(-1))[-k] for x in xs])
+  np.testing.assert_allclose(bounds['percentile'], want, rtol=1e-6)
+  assert 0 < bounds['mse'] <= bounds['minmax']
