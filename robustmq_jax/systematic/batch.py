@@ -4,7 +4,7 @@ Decoded photographs differ in size, and a Recipe depends on the sizes. To
 keep one compiled program per batch shape, the host pads every image to the
 top-left of a common square (`pad_square`, side rounded up to a multiple of
 32) and describes each image's resize as arrays (`plan_batch`): the taps of
-both axes, padded to a power-of-two tap count, plus per-image flags. On
+both axes, padded to a bucketed tap count, plus per-image flags. On
 device (`resample.apply_planned`) the same kernels as `resample.resize` run
 with per-image taps: banded contractions (gathers) for large squares, dense
 per-image matrices (built by scatter-add) for small ones. The padding never
@@ -53,7 +53,9 @@ def pad_square(images: Sequence[np.ndarray], side: int) -> np.ndarray:
 
 
 def _bucket(k: int) -> int:
-  return 1 << max(0, int(k) - 1).bit_length()
+  """Tap-count bucket: 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (few compiles)."""
+  b = 1 << max(0, int(k) - 1).bit_length()
+  return b * 3 // 4 if b >= 4 and k <= b * 3 // 4 else b
 
 
 def _kind(r: Recipe) -> str:
