@@ -88,7 +88,7 @@ def main():
   parser.add_argument('--batch', type=int, default=32)
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--reference_budget_s', type=float, default=10.0,
-                      help='stop the reference after this long (per corruption)')
+                      help='stop the reference after this long (seconds)')
   parser.add_argument('--names', default='all')
   args = parser.parse_args()
   names = (corruptions.list_corruptions() if args.names == 'all'

@@ -1,4 +1,4 @@
-"""Runs `imagecorruptions` 1.1.2 on NumPy 2 / scikit-image 0.26 / setuptools 80+.
+"""Runs `imagecorruptions` 1.1.2 on NumPy 2, scikit-image 0.26, setuptools 80+.
 
 The released package fails on today's stack in four places, patched here
 (in the test harness only):

@@ -4,17 +4,27 @@ The 15 benchmark corruptions and 4 extras of Hendrycks & Dietterich
 (arXiv 1903.12261), reimplemented from hendrycks/robustness
 (`ImageNet-C/create_c/make_*_c.py`) and `imagecorruptions`, as pure
 functions ``fn(key, images, *, severity, table=None)`` on NHWC float images
-in [0, 1]; see `base.corruption` for the arguments. They compose with
-`jax.jit` and `vmap` and run on any backend; every image draws from its own
-key, so results do not depend on batch size or device count when keys are
-derived from example ids (`keys_for_ids`).
+in [0, 1] (see `base.corruption`). They compose with `jax.jit` and `vmap`
+and run on any backend, on device, NumPy/OpenCV/PIL-free. Every image draws
+from its own key, so with keys derived from example ids (`keys_for_ids`)
+results do not depend on batch size or device count:
 
-    from robustmq_jax import corruptions
     keys = corruptions.keys_for_ids(jax.random.key(0), ids)
-    out = jax.jit(corruptions.apply, static_argnums=0)(
-        'fog', keys, images, severity=3)
+    fog = jax.jit(corruptions.fog)  # severity traced: one compile for 1..5
+    out = fog(keys, images, severity=3)
+    # By name: jax.jit(corruptions.apply, static_argnums=0,
+    #                  static_argnames='table')
+
+Severity is a traced value in all 19 (one compile per corruption and image
+shape): parameters are gathered from per-severity arrays, and what would
+change shapes is padded to the largest severity (defocus kernels), looped
+with a traced trip count (motion-blur taps, zoom factors, glass-blur passes)
+or switched with `lax.cond` (spatter's water / mud).
 
 Parameters: `params.py` (224 / 64 / 32 tables, chosen from the image side).
+Where we follow `imagecorruptions` rather than hendrycks/robustness (no
+ImageNet-C script can run today): motion blur and snow's blur use its NumPy
+kernel instead of ImageMagick, and snow's layer is rounded as there.
 """
 
 from robustmq_jax.corruptions import blur

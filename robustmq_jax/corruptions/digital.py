@@ -1,15 +1,19 @@
 """Digital corruptions: contrast, brightness, saturate, elastic transform
 and pixelate (JPEG is in `jpeg.py`).
 
-Severity is traced in all five: elastic's smoothing is a matrix built from
-the traced sigma; pixelate's sampling tables are gathered per severity.
+dm-pix provides contrast and the HSV conversions (they match scikit-image's
+`rgb2hsv` / `hsv2rgb`, including its tie-breaking, to float32 precision);
+its blur and elastic deformation do not match the reference (zero padding,
+no random affine) and are not used. Severity is traced in all five:
+elastic's smoothing is a matrix built from the traced sigma; pixelate's
+sampling tables are gathered per severity.
 """
 
+import dm_pix
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robustmq_jax.corruptions import color
 from robustmq_jax.corruptions import filters
 from robustmq_jax.corruptions import rng
 from robustmq_jax.corruptions.base import corruption
@@ -19,27 +23,26 @@ from robustmq_jax.corruptions.base import corruption
 def contrast(seed, x, p, static):
   """Contrast: (x - m) * c + m with per-channel means m."""
   del seed, static
-  m = jnp.mean(x, axis=(0, 1), keepdims=True)
-  return (x - m) * p['factor'] + m
+  return dm_pix.adjust_contrast(x, p['factor'])
 
 
 @corruption('brightness', family='weather', random=False)
 def brightness(seed, x, p, static):
-  """Brightness: HSV value + delta, clipped (skimage conversions)."""
+  """Brightness: HSV value + delta, clipped (skimage's conversions)."""
   del seed, static
-  hsv = color.rgb_to_hsv(x)
+  hsv = dm_pix.rgb_to_hsv(x)
   hsv = hsv.at[..., 2].set(jnp.clip(hsv[..., 2] + p['delta'], 0.0, 1.0))
-  return color.hsv_to_rgb(hsv)
+  return dm_pix.hsv_to_rgb(hsv)
 
 
 @corruption('saturate', family='digital', random=False)
 def saturate(seed, x, p, static):
   """Saturate: HSV saturation * scale + shift, clipped."""
   del seed, static
-  hsv = color.rgb_to_hsv(x)
+  hsv = dm_pix.rgb_to_hsv(x)
   hsv = hsv.at[..., 1].set(
       jnp.clip(hsv[..., 1] * p['scale'] + p['shift'], 0.0, 1.0))
-  return color.hsv_to_rgb(hsv)
+  return dm_pix.hsv_to_rgb(hsv)
 
 
 # ---------------------------------------------------------------------------

@@ -202,7 +202,7 @@ def table_for_size(side: int) -> str:
 
 
 def get_table(name: str | None, side: int) -> Table:
-  """Table by name ('224', '64', '32'), or from the image side if None/'auto'."""
+  """Table by name ('224', '64', '32'), or from the side if None / 'auto'."""
   if name is None or name == 'auto':
     return TABLES[table_for_size(side)]
   name = str(name)
