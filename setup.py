@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     'imageio-ffmpeg>=0.5',  # Ships an ffmpeg binary (systematic decoders).
     'simplejpeg>=1.7',  # libjpeg-turbo decoder (systematic decoders).
     'matplotlib>=3.8',
+    'safetensors>=0.4',  # Quantized checkpoints (quant/storage.py).
     'scikit-image>=0.24',
 ]
 
