@@ -27,6 +27,14 @@ from robustmq_jax.quant.spec import QuantSpec
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
+# spec.backend -> (plan, mode, scales) -> an `Ops` of quantized contractions.
+# A second backend (Qwix) registers here: it reads the same plan, scales and
+# modes ('fake', 'int', 'convert', 'serve'); models and the runner are
+# unchanged.
+BACKENDS: dict[str, Callable[..., models.Ops]] = {
+    'aqt': aqt_backend.AqtOps,
+}
+
 
 def to_numpy(variables: Any) -> dict[str, Any]:
   """A (possibly frozen, device-resident) variable tree as numpy dicts."""
@@ -120,8 +128,8 @@ class QuantizedModel:
 
   def module(self, mode: str = 'fake'):
     """The Flax model with AQT contractions in `mode` (see AqtOps)."""
-    ops = aqt_backend.AqtOps(self.plan, mode, scales_of(self.plan,
-                                                        self.variables))
+    ops = BACKENDS[self.spec.backend](self.plan, mode,
+                                      scales_of(self.plan, self.variables))
     return models.get_model(self.model_name, num_classes=self.num_classes,
                             ops=ops, **dict(self.model_kwargs))
 
