@@ -23,6 +23,7 @@ from robustmq_jax.models.ops import Role
 from robustmq_jax.quant import aqt_backend
 from robustmq_jax.quant import graph
 from robustmq_jax.quant import pipeline
+from robustmq_jax.quant import plan as plan_lib
 from robustmq_jax.quant import reference
 from robustmq_jax.quant.plan import LayerQuant
 from robustmq_jax.quant.plan import TensorQuant
@@ -245,7 +246,6 @@ def test_input_gradients_are_straight_through(mode):
 
 def test_plan_round_trips_through_json():
   _, plan, _, _, _ = _setup(4)
-  from robustmq_jax.quant import plan as plan_lib  # pylint: disable=g-import-not-at-top
   again = plan_lib.plan_from_json(plan_lib.plan_to_json(plan))
   assert again == plan
   assert dataclasses.asdict(again['conv_u'].rhs)['shared_axes'] == (0, 1, 2)

@@ -1,5 +1,6 @@
 """Quantization specs, error messages, storage packing and the jax shim."""
 
+from aqt.jax.v2.flax import aqt_flax_dg_core
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,7 +115,6 @@ def test_fake_quant_ste_gradient_is_masked_identity():
 
 
 def test_compat_shim_is_scoped_to_aqt():
-  from aqt.jax.v2.flax import aqt_flax_dg_core  # pylint: disable=g-import-not-at-top
   compat.install()
   assert compat.needed() == (not hasattr(jax.core, 'get_aval'))
   if compat.needed():

@@ -27,6 +27,7 @@ import numpy as np
 
 from robustmq_jax.models.ops import Ops
 from robustmq_jax.models.ops import Role
+from robustmq_jax.quant import plan as plan_lib
 from robustmq_jax.quant import reference
 from robustmq_jax.quant.plan import Plan
 from robustmq_jax.quant.plan import Site
@@ -223,7 +224,6 @@ def calibrate(module_fn: Callable[[Ops], nn.Module], variables: Any,
   Returns:
     The plan and the static scales.
   """
-  from robustmq_jax.quant import plan as plan_lib  # pylint: disable=g-import-not-at-top
   batches = calibration_batches(images, spec, seed)
   p = spec.percentile
 

@@ -33,7 +33,7 @@ def int_range(bits: int, unsigned: bool) -> tuple[int, int]:
 
 
 def half_range(bits: int, unsigned: bool) -> float:
-  """The grid width a bound maps onto: (2^b - 1) / 2 signed, 2^b - 1 unsigned."""
+  """Grid width a bound maps onto: (2^b - 1) / 2 signed, 2^b - 1 unsigned."""
   return float(2**bits - 1) if unsigned else (2**bits - 1) / 2.0
 
 

@@ -1,4 +1,4 @@
-"""What to quantize and how: `QuantSpec`, parsed from a precision + config.quant.
+"""What to quantize and how: `QuantSpec`, from a precision and config.quant.
 
 A precision string names the bit widths: ``'fp32'`` (float), ``'w<W>a<A>'``
 with W, A in 2..8 (``'w4a4'``), or ``'w<W>a16'`` / ``'w<W>a32'`` for
