@@ -79,7 +79,8 @@ def test_registered_with_default_config():
   assert (imagenet.autoattack_steps, imagenet.autoattack_targets,
           imagenet.autoattack_queries) == (100, 9, 5000)
   sample = adversarial.default_config(32)
-  assert 8.0 in sample.linf_eps_255
+  assert sample.attacks == ('fgsm', 'pgd_linf', 'autoattack')
+  assert sample.autoattack_eps_255 == 1.0 and sample.pgd_steps == 10
 
 
 def test_cells_cover_the_grid():

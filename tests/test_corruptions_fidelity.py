@@ -257,9 +257,9 @@ def _stats(name, out, clean):
   elif name == 'impulse_noise':
     st['changed'] = float(np.mean(out != clean))
   else:
-    for c in range(3):
+    for c in range(3):  # per image, averaged over the draws
       st[f'mean{c}'] = float(out[..., c].mean())
-      st[f'std{c}'] = float(out[..., c].std())
+      st[f'std{c}'] = float(out[..., c].std(axis=(1, 2)).mean())
     if name in ('glass_blur', 'motion_blur'):
       st['grad_energy'] = float(np.mean(np.diff(out, axis=1)**2)
                                 + np.mean(np.diff(out, axis=2)**2))
@@ -272,12 +272,16 @@ def test_random_statistics_match_reference(name, table):
   imgs = _images(table)
   # Enough draws that sampling noise (a 1% impulse rate, frost's choice of
   # picture, the blur angle, the plasma) stays well inside the 5% tolerance.
+  # Elastic at severity 1 of the 32 table is the affine warp alone: its PSNR
+  # over 64 draws spans 20.2-20.9 dB between reference seeds, so 48 x 8.
   repeats = {'frost': 64, 'fog': 128, 'motion_blur': 32, 'snow': 16,
-             'glass_blur': 4}.get(name, 100 if name.endswith('_noise') else 8)
+             'glass_blur': 4, 'elastic_transform': 48}.get(
+                 name, 100 if name.endswith('_noise') else 8)
   if table == '224':  # More pixels per image; the plasma and angle vary
     # as much as at 32.
-    repeats = repeats // 2 if name.endswith('_noise') or name == 'fog' else (
-        repeats)
+    repeats = repeats // 2 if name.endswith('_noise') else repeats
+    if name == 'elastic_transform':
+      repeats = 8
   if name == 'glass_blur' and table == '224':
     imgs, repeats = imgs[:1], 1
   ref_rng = np.random.default_rng(0)

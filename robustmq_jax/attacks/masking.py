@@ -27,7 +27,7 @@ SQUARE_MARGIN = 0.002
 
 
 def input_gradient(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
-                   loss: str = 'dlr') -> jax.Array:
+                   loss: str = 'margin') -> jax.Array:
   """Per-example input gradient of `loss` (DLR falls back to CE below 3
   classes)."""
   if loss == 'dlr' and losses.num_classes(logits_fn, x) < 3:
@@ -39,12 +39,15 @@ def input_gradient(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
 
 
 def zero_gradient(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, *,
-                  loss: str = 'dlr') -> jax.Array:
+                  loss: str = 'margin') -> jax.Array:
   """AutoAttack's check: True where sum |grad_x loss| is exactly 0.
 
-  AutoAttack applies it to the DLR loss (whose gradient does not underflow
-  like a saturated cross-entropy), so a zero here points at the model, e.g.
-  quantizers without a straight-through gradient.
+  AutoAttack applies it to the DLR loss, whose gradient (unlike that of a
+  saturated cross-entropy) does not underflow. DLR is however constant, so
+  its gradient exactly zero, wherever the label ranks third; the default
+  here is the margin z_other - z_y, which has neither problem, so a zero
+  points at the model itself, e.g. quantizers without a straight-through
+  gradient.
   """
   g = input_gradient(logits_fn, x, y, loss=loss)
   return projections.lp_norm(g, 'l1') == 0

@@ -92,6 +92,23 @@ class _Site(nn.Module):
     return (self.mode in ('convert', 'serve') and self.layer.rhs_is_weight
             and self.layer.rhs is not None)
 
+  def _aqt_kwargs(self, lhs, rhs, ls, rs, frozen: bool) -> dict[str, Any]:
+    """AQT module arguments: static activation scales (never recalibrated);
+    the kernel quantized in training mode, or frozen/served when converted.
+    """
+    rhs_mode = {'convert': QuantMode.CONVERT, 'serve': QuantMode.SERVE}.get(
+        self.mode, QuantMode.TRAIN) if frozen else QuantMode.TRAIN
+    return dict(
+        prng_name=None,
+        lhs_quant_mode=QuantMode.TRAIN, lhs_apply_quant_mode=False,
+        lhs_qtensor=None if ls is None else _incomplete(ls, lhs.ndim,
+                                                         lhs.dtype),
+        rhs_quant_mode=rhs_mode, rhs_apply_quant_mode=frozen,
+        rhs_qtensor=(None if (rs is None or frozen) else
+                     _incomplete(rs, rhs.ndim, rhs.dtype)),
+        rhs_freeze_mode=_FROZEN if frozen else aqt_flax.FreezerMode.NONE,
+        name='aqt')
+
 
 class AqtDotGeneralSite(_Site):
   """`dot_general_cls` for nn.Dense / nn.DenseGeneral."""
@@ -107,18 +124,8 @@ class AqtDotGeneralSite(_Site):
     cfg = aqt_config.dot_general_config(
         layer.lhs, layer.rhs, integer=self.mode != 'fake',
         rhs_scale=self._const_rhs_scale() if self.mode == 'convert' else None)
-    rhs_mode = {'convert': QuantMode.CONVERT, 'serve': QuantMode.SERVE}.get(
-        self.mode, QuantMode.TRAIN) if frozen else QuantMode.TRAIN
     dg = aqt_flax.AqtDotGeneral(
-        cfg, prng_name=None,
-        lhs_quant_mode=QuantMode.TRAIN, lhs_apply_quant_mode=False,
-        lhs_qtensor=None if ls is None else _incomplete(ls, lhs.ndim,
-                                                         lhs.dtype),
-        rhs_quant_mode=rhs_mode, rhs_apply_quant_mode=frozen,
-        rhs_qtensor=(None if (rs is None or frozen) else
-                     _incomplete(rs, rhs.ndim, rhs.dtype)),
-        rhs_freeze_mode=_FROZEN if frozen else aqt_flax.FreezerMode.NONE,
-        name='aqt')
+        cfg, **self._aqt_kwargs(lhs, rhs, ls, rs, frozen))
     return dg(lhs, rhs, dimension_numbers, None, None)
 
 
@@ -196,18 +203,8 @@ class AqtConvSite(_Site):
     cfg = aqt_config.conv_config(
         layer.lhs, layer.rhs, rank=lhs.ndim,
         rhs_scale=self._const_rhs_scale() if self.mode == 'convert' else None)
-    rhs_mode = {'convert': QuantMode.CONVERT, 'serve': QuantMode.SERVE}.get(
-        self.mode, QuantMode.TRAIN) if frozen else QuantMode.TRAIN
     conv = aqt_flax.AqtConvGeneralDilated(
-        cfg, prng_name=None,
-        lhs_quant_mode=QuantMode.TRAIN, lhs_apply_quant_mode=False,
-        lhs_qtensor=None if ls is None else _incomplete(ls, lhs.ndim,
-                                                         lhs.dtype),
-        rhs_quant_mode=rhs_mode, rhs_apply_quant_mode=frozen,
-        rhs_qtensor=(None if (rs is None or frozen) else
-                     _incomplete(rs, rhs.ndim, rhs.dtype)),
-        rhs_freeze_mode=_FROZEN if frozen else aqt_flax.FreezerMode.NONE,
-        name='aqt')
+        cfg, **self._aqt_kwargs(lhs, rhs, ls, rs, frozen))
     q = conv(lax.stop_gradient(lhs), lax.stop_gradient(rhs), window_strides,
              padding, lhs_dilation, rhs_dilation, dimension_numbers,
              feature_group_count, batch_group_count, precision,

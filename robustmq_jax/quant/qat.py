@@ -25,10 +25,9 @@ updated. After training an export pass reads each layer's final scales (and
 DoReFa's normalised kernels) out of the same code that trained them.
 """
 
-import functools
 import math
 import time
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -37,11 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustmq_jax import training
-from robustmq_jax.models.ops import Ops
 from robustmq_jax.models.ops import Role
 from robustmq_jax.quant import calibration
 from robustmq_jax.quant import plan as plan_lib
 from robustmq_jax.quant import reference
+from robustmq_jax.quant import sites
 from robustmq_jax.quant.plan import LayerQuant
 from robustmq_jax.quant.plan import TensorQuant
 from robustmq_jax.quant.spec import QuantSpec
@@ -147,57 +146,20 @@ class _QatSite(nn.Module):
     return lhs, self._act(rhs, 'rhs', self.layer.rhs)
 
 
-class QatDotGeneral(_QatSite):
-
-  @nn.compact
-  def __call__(self, lhs, rhs, dimension_numbers, precision=None,
-               preferred_element_type=None):
-    lhs, rhs = self.operands(lhs, rhs)
-    return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                           preferred_element_type=preferred_element_type)
+QatDotGeneral, QatConv, QatEinsum = sites.contraction_modules(
+    _QatSite, 'Qat')
 
 
-class QatConv(_QatSite):
-
-  @nn.compact
-  def __call__(self, lhs, rhs, *args, **kwargs):
-    lhs, rhs = self.operands(lhs, rhs)
-    return lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
-
-
-class QatEinsum(_QatSite):
-
-  @nn.compact
-  def __call__(self, eqn, lhs, rhs):
-    lhs, rhs = self.operands(lhs, rhs)
-    return jnp.einsum(eqn, lhs, rhs)
-
-
-class QatOps(Ops):
+class QatOps(sites.SiteOps):
   """Plain-JAX fake quantization of every planned contraction."""
+  modules = (QatDotGeneral, QatConv, QatEinsum)
 
   def __init__(self, plan: plan_lib.Plan, method: str,
                init: dict[str, dict[str, Any]]):
     self.plan, self.method, self.init = plan, method, init
 
-  def _site(self, cls, role: Role, name: str):
-    layer = self.plan.get(role.path)
-    if layer is None or not layer.quantized:
-      return None
-    return functools.partial(cls, layer=layer, method=self.method,
-                             init=self.init.get(role.path), name=name)
-
-  def dot_general_cls(self, role: Role) -> Any:
-    return self._site(QatDotGeneral, role, 'q')
-
-  def conv_general_dilated_cls(self, role: Role) -> Any:
-    return self._site(QatConv, role, 'q')
-
-  def einsum(self, role: Role) -> Callable[..., Any]:
-    site = self._site(QatEinsum, role, role.path.split('/')[-1])
-    if site is None:
-      return jnp.einsum
-    return lambda eqn, a, b: site()(eqn, a, b)
+  def site_kwargs(self, role: Role) -> dict[str, Any]:
+    return {'method': self.method, 'init': self.init.get(role.path)}
 
 
 def learned_params(plan: plan_lib.Plan, method: str,

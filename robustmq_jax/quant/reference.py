@@ -21,8 +21,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from robustmq_jax.models.ops import Ops
-from robustmq_jax.models.ops import Role
+from robustmq_jax.quant import sites
 
 
 def int_range(bits: int, unsigned: bool) -> tuple[int, int]:
@@ -178,57 +177,17 @@ class _RefSite(nn.Module):
             self._operand(rhs, self.layer.rhs, 'rhs_scale'))
 
 
-class _RefDot(_RefSite):
-
-  @nn.compact
-  def __call__(self, lhs, rhs, dimension_numbers, precision=None,
-               preferred_element_type=None):
-    lhs, rhs = self.operands(lhs, rhs)
-    return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                           preferred_element_type=preferred_element_type)
+_RefDot, _RefConv, _RefEinsum = sites.contraction_modules(_RefSite, 'Ref')
 
 
-class _RefConv(_RefSite):
-
-  @nn.compact
-  def __call__(self, lhs, rhs, *args, **kwargs):
-    lhs, rhs = self.operands(lhs, rhs)
-    return lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
-
-
-class _RefEinsum(_RefSite):
-
-  @nn.compact
-  def __call__(self, eqn, lhs, rhs):
-    lhs, rhs = self.operands(lhs, rhs)
-    return jnp.einsum(eqn, lhs, rhs)
-
-
-class ReferenceOps(Ops):
+class ReferenceOps(sites.SiteOps):
   """The reference quantizer behind the model seam (test oracle).
 
   Same plan and variables as `aqt_backend.AqtOps`; every operand goes
   through `fake_quant_ste` and the contraction is the float one, so its
   gradient is the textbook straight-through gradient.
   """
+  modules = (_RefDot, _RefConv, _RefEinsum)
 
   def __init__(self, plan):
     self.plan = plan
-
-  def _site(self, cls, role: Role, name: str):
-    layer = self.plan.get(role.path)
-    if layer is None or not layer.quantized:
-      return None
-    return functools.partial(cls, layer=layer, name=name)
-
-  def dot_general_cls(self, role: Role) -> Any:
-    return self._site(_RefDot, role, 'q')
-
-  def conv_general_dilated_cls(self, role: Role) -> Any:
-    return self._site(_RefConv, role, 'q')
-
-  def einsum(self, role: Role):
-    site = self._site(_RefEinsum, role, role.path.split('/')[-1])
-    if site is None:
-      return jnp.einsum
-    return lambda eqn, a, b: site()(eqn, a, b)

@@ -12,14 +12,12 @@ enters a result: taps only address real pixels.
 
 What recompiles: a new padded side, a new tap-count bucket, or a new set of
 recipe kinds in a batch (e.g. the first batch where OpenCV's INTER_AREA must
-enlarge an image). Images whose kind differs within one method are all
-computed by every kind present and selected per image.
+enlarge an image).
 
 Pillow's pass order depends on the image (`resize_pil.vertical_first`):
-height-first images form their own kind ('fixed2v'), so a batch mixing both
-orders computes both and selects. (Transposing those images instead would
-save that work, but XLA:CPU then fuses the whole gather chain into the
-transposed select and runs ~10x slower.)
+height-first images form their own kind ('fixed2v'). Per image (`lax.map`,
+the CPU default of `resize_many`) only an image's own kind runs; batched, a
+batch mixing kinds computes each kind present and selects per image.
 """
 
 import functools
