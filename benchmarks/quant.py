@@ -22,6 +22,7 @@ import numpy as np
 
 from robustmq_jax import models
 from robustmq_jax import quant
+from robustmq_jax.models import random_init
 
 _MODELS = flags.DEFINE_list('models', ['resnet18', 'vit_small_patch16_224'],
                             'Models.')
@@ -30,25 +31,6 @@ _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs (median).')
 _PRECISION = flags.DEFINE_string('precision', 'w4a4', 'Precision.')
 _GRANULARITY = flags.DEFINE_string('granularity', 'per_tensor',
                                    'Weight scale granularity.')
-
-
-def _random_variables(module, size):
-  """He-normal random variables without compiling an initializer."""
-  shapes = jax.eval_shape(module.init, jax.random.key(0),
-                          jnp.zeros((1, size, size, 3)))
-  rng = np.random.default_rng(0)
-
-  def leaf(path, s):
-    key = path[-1].key
-    if key in ('var', 'scale'):
-      return np.ones(s.shape, np.float32)
-    if key in ('mean', 'bias') or len(s.shape) < 2:
-      return np.zeros(s.shape, np.float32)
-    fan_in = int(np.prod(s.shape[:-1]))
-    return (rng.normal(size=s.shape) * np.sqrt(2.0 / fan_in)).astype(
-        np.float32)
-
-  return jax.tree_util.tree_map_with_path(leaf, shapes)
 
 
 def _time(fn, *args) -> tuple[float, float]:
@@ -74,7 +56,7 @@ def main(argv):
   for name in _MODELS.value:
     size = models.model_info(name).image_size
     module = models.get_model(name, num_classes=1000)
-    variables = _random_variables(module, size)
+    variables = random_init.he_normal_variables(module, size)
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (_BATCH.value, size, size, 3), np.uint8)
     x = jnp.asarray(images, jnp.float32) / 255.0

@@ -4,9 +4,13 @@ import importlib
 
 import ml_collections
 
+from robustmq_jax import systematic
+
 SAMPLE_PRECISIONS = ('fp32', 'w8a8', 'w6a6', 'w4a4', 'w2a2')
 ALL_SUITES = ('clean', 'adversarial', 'corruption', 'systematic')
-VARIANTS = ('', 'imagenet', 'sample')
+FULL_SAMPLE_ATTACKS = ('fgsm', 'pgd_linf', 'pgd_l2', 'pgd_l1', 'autoattack',
+                       'square')
+VARIANTS = ('', 'imagenet', 'sample', 'sample_full')
 
 
 def _default(module: str, *args) -> ml_collections.ConfigDict:
@@ -25,8 +29,12 @@ def study_config(arg: str | None, *, imagenet_model: str, sample_model: str,
   """The RobustMQ study for one architecture.
 
   Args:
-    arg: None/'imagenet' for ImageNet (checkpoint converted by the user), or
-      'sample' for the embedded digits sample with the small model.
+    arg: None/'imagenet' for ImageNet (checkpoint converted by the user);
+      'sample' for the embedded digits sample with the small model, at the
+      budgets of the README quickstart (under 5 minutes on a 2-core CPU:
+      FGSM and L-inf PGD with transfer, 3 JPEG decoders); 'sample_full' for
+      the sample with every attack family (AutoAttack, Square, L2/L1 PGD) and
+      every decoder (about half an hour on a 2-core CPU).
     imagenet_model: model name for ImageNet.
     sample_model: model name for the sample.
     imagenet_precisions: precisions for ImageNet.
@@ -38,7 +46,7 @@ def study_config(arg: str | None, *, imagenet_model: str, sample_model: str,
   if arg not in VARIANTS:
     raise ValueError(f'config arg {arg!r} is not valid; allowed: '
                      f'{", ".join(repr(v) for v in VARIANTS)}.')
-  sample = arg == 'sample'
+  sample = arg.startswith('sample')
   c = ml_collections.ConfigDict()
   model = sample_model if sample else imagenet_model
   image_size = 32 if sample else 224
@@ -64,4 +72,7 @@ def study_config(arg: str | None, *, imagenet_model: str, sample_model: str,
   c.adversarial = _default('suites.adversarial', image_size)
   c.corruption = _default('suites.corruption', image_size)
   c.systematic = _default('suites.systematic', image_size)
+  if arg == 'sample_full':
+    c.adversarial.attacks = FULL_SAMPLE_ATTACKS
+    c.systematic.decoders = tuple(systematic.DECODERS)
   return c

@@ -12,6 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from robustmq_jax import attacks
 from robustmq_jax import suites
 from robustmq_jax.errors import UserError
 from robustmq_jax.evaluation import Evaluator
@@ -79,7 +80,7 @@ def test_registered_with_default_config():
   assert (imagenet.autoattack_steps, imagenet.autoattack_targets,
           imagenet.autoattack_queries) == (100, 9, 5000)
   sample = adversarial.default_config(32)
-  assert sample.attacks == ('fgsm', 'pgd_linf', 'autoattack')
+  assert sample.attacks == ('fgsm', 'pgd_linf')
   assert sample.autoattack_eps_255 == 1.0 and sample.pgd_steps == 10
 
 
@@ -141,6 +142,29 @@ def test_runs_and_flags_gradient_masking():
   assert k['zero_grad_fraction'] == 1.0
   assert k['accuracy'] > k['accuracy_transfer'] + 0.1 and k['masking_flag']
   assert k['accuracy'] > h['accuracy']
+
+
+def test_fgsm_cells_match_attacks_fgsm():
+  """FGSM cells run inside the L-inf PGD program (one step of eps from the
+  clean image); their accuracy is that of `attacks.fgsm`'s images with clean
+  errors counted as errors. Tolerance: one example (the projection may round
+  a pixel by one float32 ulp)."""
+  config = _config(attacks=('fgsm', 'pgd_linf'), linf_eps_255=(10.0, 25.0))
+  fp, _, _ = _models()
+  rows = _run(fp, config)
+  _, _, x, y = helpers.digits()
+  x = np.round(x[:N] * 255).astype(np.uint8).astype(np.float32) / 255
+  y = np.asarray(y[:N])
+  f = lambda z: fp.apply(fp.variables, z)
+  clean_ok = np.argmax(np.asarray(f(x)), -1) == y
+  for e in (10.0, 25.0):
+    adv = attacks.fgsm(f, jnp.asarray(x), jnp.asarray(y), eps=e / 255)
+    ok = clean_ok & (np.argmax(np.asarray(f(adv)), -1) == y)
+    got = rows[('fgsm', round(e / 255, 6))]['accuracy']
+    assert abs(got - ok.mean()) <= 1 / N + 1e-9, (e, got, ok.mean())
+  suite = suites.get_suite('adversarial')
+  # No separate FGSM program was built: FGSM cells used the PGD one.
+  assert suite._fns and all(k[0] != 'fgsm' for k in suite._fns)
 
 
 def test_autoattack_and_square_rows_and_summary():

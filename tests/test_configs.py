@@ -43,3 +43,17 @@ def test_bad_config_arg_is_refused(path):
 def test_configs_exist():
   names = {os.path.basename(p) for p in _CONFIGS}
   assert {'vit_w4.py', 'resnet18_w4.py'} <= names
+
+
+@pytest.mark.parametrize('name', ['vit_w4.py', 'resnet18_w4.py'])
+def test_sample_full_widens_the_quickstart_grid(name):
+  path = [p for p in _CONFIGS if os.path.basename(p) == name][0]
+  quick, full = _load(path, 'sample'), _load(path, 'sample_full')
+  runner.validate(full)
+  assert 'autoattack' not in quick.adversarial.attacks
+  assert {'autoattack', 'square', 'pgd_l2', 'pgd_l1'} <= set(
+      full.adversarial.attacks)
+  assert len(quick.systematic.decoders) == 3
+  assert len(full.systematic.decoders) == 13
+  assert full.precisions == quick.precisions
+  assert full.data.source == quick.data.source == 'sample'

@@ -16,6 +16,7 @@ import pytest
 
 from robustmq_jax import models
 from robustmq_jax import quant
+from robustmq_jax.models import random_init
 from robustmq_jax.data.sample import SampleDataset
 from robustmq_jax.evaluation import make_mesh
 from robustmq_jax.quant import graph
@@ -38,21 +39,7 @@ def _data():
 def _float_variables(name):
   """He-normal random variables, without compiling an initializer."""
   module = models.get_model(name, num_classes=10, **TINY[name])
-  shapes = jax.eval_shape(module.init, jax.random.key(0),
-                          jnp.zeros((1, 32, 32, 3)))
-  rng = np.random.default_rng(0)
-
-  def leaf(path, s):
-    key = path[-1].key
-    if key in ('var', 'scale'):
-      return np.ones(s.shape, np.float32)
-    if key in ('mean', 'bias') or len(s.shape) < 2:
-      return np.zeros(s.shape, np.float32)
-    fan_in = int(np.prod(s.shape[:-1]))
-    return (rng.normal(size=s.shape) * np.sqrt(2.0 / fan_in)).astype(
-        np.float32)
-
-  return jax.tree_util.tree_map_with_path(leaf, shapes)
+  return random_init.he_normal_variables(module, 32)
 
 
 def _spec(precision='w4a4', **kw):

@@ -253,20 +253,26 @@ def target_count(n_target_classes: int, num_classes: int) -> int:
   return min(n_target_classes, num_classes - 1)
 
 
-def apgd_t_with_robust(key, logits_fn, x, y, *, eps, norm='linf', steps=100,
-                       restarts=1, n_target_classes=9, rho=0.75, robust=None):
-  """`apgd_t` returning (float32 images, robust [B])."""
-  _validate(norm, steps, restarts, rho)
+def _targets(logits_fn, x, y, n_target_classes, robust):
+  """(float32 x, number of targets, classes ranked by clean logit, robust)."""
   c = losses.num_classes(logits_fn, x)
   if c < 4:
     raise invalid('num_classes', c, 'at least 4 for the targeted DLR loss')
   n_t = target_count(n_target_classes, c)
   x = x.astype(jnp.float32)
-  keys = sampling.example_keys(key, x.shape[0])
   z0 = logits_fn(x)
   if robust is None:
     robust = losses.predicts(z0, y)
-  ranked = jax.lax.top_k(z0.astype(jnp.float32), n_t + 1)[1]
+  return x, n_t, jax.lax.top_k(z0.astype(jnp.float32), n_t + 1)[1], robust
+
+
+def apgd_t_with_robust(key, logits_fn, x, y, *, eps, norm='linf', steps=100,
+                       restarts=1, n_target_classes=9, rho=0.75, robust=None):
+  """`apgd_t` returning (float32 images, robust [B])."""
+  _validate(norm, steps, restarts, rho)
+  x, n_t, ranked, robust = _targets(logits_fn, x, y, n_target_classes,
+                                    robust)
+  keys = sampling.example_keys(key, x.shape[0])
 
   def run(i):
     target = jax.lax.dynamic_index_in_dim(ranked, i // restarts + 1, axis=1,
@@ -322,17 +328,10 @@ def apgd_ce_then_t(key_ce, key_t, logits_fn, x, y, *, eps, norm='linf',
   """
   _validate(norm, steps, restarts_ce, rho)
   check_count('restarts_t', restarts_t, 1)
-  c = losses.num_classes(logits_fn, x)
-  if c < 4:
-    raise invalid('num_classes', c, 'at least 4 for the targeted DLR loss')
-  n_t = target_count(n_target_classes, c)
-  x = x.astype(jnp.float32)
+  x, n_t, ranked, robust = _targets(logits_fn, x, y, n_target_classes,
+                                    robust)
   keys_ce = sampling.example_keys(key_ce, x.shape[0])
   keys_t = sampling.example_keys(key_t, x.shape[0])
-  z0 = logits_fn(x)
-  if robust is None:
-    robust = losses.predicts(z0, y)
-  ranked = jax.lax.top_k(z0.astype(jnp.float32), n_t + 1)[1]
 
   def run(i):
     is_ce = i < restarts_ce

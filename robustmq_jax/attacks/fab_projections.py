@@ -19,7 +19,6 @@ on the coordinates with the largest |w_i| first.
 Inputs are flat [B, D] float32; outputs are d [B, D].
 """
 
-import jax
 import jax.numpy as jnp
 
 

@@ -3,7 +3,9 @@
 The step loop is one `lax.fori_loop`, so a call compiles once per input
 shape and static setting (norm, steps, restarts, loss, flags); `eps` and
 `step_size` are traced values, so an epsilon sweep (for instance under
-`jax.vmap`) reuses the compiled program.
+`jax.vmap`) reuses the compiled program. `pgd` also takes `steps` and
+`random_start` as traced values: one program then serves FGSM (one step
+of size eps from the clean image) and PGD-k alike.
 """
 
 from typing import Callable
@@ -95,13 +97,15 @@ def pgd(
     y: int labels [B] (target classes if `targeted`).
     eps: budget, scalar or [B]; traced.
     step_size: step length in the norm's units, scalar or [B]; traced.
-    steps: number of gradient steps (static).
+    steps: number of gradient steps: a Python int (static), or a traced
+      integer scalar (the loop becomes a `lax.while_loop`; `unroll` must
+      then be 1).
     norm: 'linf', 'l2' or 'l1'.
     restarts: random restarts (static); restart r uses
       ``fold_in(example_key, r)``. Later restarts are skipped at run time
       once every example of the batch is fooled.
     random_start: start from a random point of the ball
-      (`sampling.random_start`), else from `x`.
+      (`sampling.random_start`), else from `x`; a bool or a traced bool.
     loss: 'ce', 'margin' or 'dlr'.
     targeted: make the model predict `y` instead of leaving it.
     return_best: if True, every example keeps the first iterate that fools
@@ -120,7 +124,8 @@ def pgd(
     largest final loss.
   """
   projections.check_norm(norm)
-  check_count('steps', steps, 0)
+  if not isinstance(steps, jax.Array):
+    check_count('steps', steps, 0)
   check_count('restarts', restarts, 1)
   dtype = x.dtype
   x = x.astype(jnp.float32)
@@ -130,7 +135,10 @@ def pgd(
   final_eval = return_best or restarts > 1
 
   def run(run_keys):
-    if random_start:
+    if isinstance(random_start, jax.Array):
+      delta = jnp.where(random_start,
+                        sampling.random_start(run_keys, x, eps, norm), 0.0)
+    elif random_start:
       delta = sampling.random_start(run_keys, x, eps, norm)
     else:
       delta = jnp.zeros_like(x)

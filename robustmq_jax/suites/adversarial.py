@@ -29,18 +29,22 @@ Config (`config.adversarial`, defaults from `default_config(image_size)`):
     accuracy by this fraction before `masking_flag` is set.
   batch_size: global batch for this suite; 0 = `config.batch_size`.
 
-Rows: 'accuracy' (white-box), 'n', 'zero_grad_fraction' (AutoAttack's check,
-on the margin loss: input gradient exactly zero on the clean image, through
-the gradient forward; `attacks.masking.zero_gradient`), 'accuracy_transfer' (quantized models), 'accuracy_int8'
-(when a real-integer forward exists), 'masking_flag'. AutoAttack rows add the
+Rows: 'accuracy' (white-box; robust accuracy: an example counts only if
+it is classified correctly before and after the attack), 'n',
+'zero_grad_fraction' (AutoAttack's check, on the margin loss: input gradient
+exactly zero on the clean image, through the gradient forward;
+`attacks.masking.zero_gradient`), 'accuracy_transfer' (quantized models),
+'accuracy_int8' (when a real-integer forward exists), 'masking_flag'. AutoAttack rows add the
 robust fraction after each stage ('accuracy_after_<stage>') and flag Square
 lowering the white-box stages' accuracy by more than 0.2 points (AutoAttack's
 own check). `summarize` also flags a standalone Square accuracy below the
 white-box accuracy at the same budget.
 
-Compiles: one per model, attack family and static setting (steps, restarts,
-norm, queries); eps and the step size travel in the variables pytree as traced
-scalars, so an epsilon grid reuses one compiled program.
+Compiles: one per model, attack program and static setting (norm, restarts,
+AutoAttack's steps and queries); eps, the step size, the PGD step count and
+its random start travel in the variables pytree as traced scalars, so an
+epsilon grid reuses one compiled program, and FGSM (PGD-1 from the clean
+image, step eps) shares the L-inf PGD program.
 """
 
 import zlib
@@ -49,14 +53,11 @@ from typing import Any, Iterator, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from robustmq_jax import attacks
-from robustmq_jax.attacks import autopgd
 from robustmq_jax.attacks import ensemble
 from robustmq_jax.attacks import losses
 from robustmq_jax.attacks import masking
-from robustmq_jax.attacks import square_attack
 from robustmq_jax.data.base import iter_batches
 from robustmq_jax.errors import invalid
 from robustmq_jax.suites import base
@@ -77,13 +78,14 @@ def default_config(image_size: int = 224) -> ml_collections.ConfigDict:
   1600 with 20 steps of 3/40 eps (RobustART's foolbox / IBM ART settings,
   REFERENCE 1.5).
 
-  Sample (32x32): budgets cut so the quickstart stays near a minute of CPU
-  per model and precision: FGSM and PGD-10 at L-inf {0.5, 1, 2, 4}/255 on 64
-  examples (the sample models lose most accuracy by 2/255), and AutoAttack
-  at 1/255 on 32 examples with 10 iterations, 3 targets and 100 Square
-  queries instead of the reference 100 / 9 / 5000 (recorded in each row's
-  params). L2 {0.1, 0.25}, L1 {3, 6} and the standalone Square cell are
-  defined but not in `attacks`.
+  Sample (32x32): budgets cut so the quickstart fits 5 minutes on a 2-core
+  CPU: FGSM and PGD-10 (with transfer from the float model) at L-inf
+  {0.5, 1, 2, 4}/255 on 64 examples (the sample models lose most accuracy by
+  2/255). AutoAttack (1/255, 32 examples, 10 iterations, 3 targets, 100
+  Square queries instead of the reference 100 / 9 / 5000, recorded in each
+  row's params), Square, L2 {0.1, 0.25} and L1 {3, 6} are defined but only
+  in `attacks` of the 'sample_full' study variant: each costs a compile of
+  20-40 s per quantized model on a 2-core CPU.
   """
   c = ml_collections.ConfigDict()
   sample = image_size < 64
@@ -99,7 +101,7 @@ def default_config(image_size: int = 224) -> ml_collections.ConfigDict:
   c.masking_margin = masking.MASKING_MARGIN
   c.batch_size = 0
   if sample:
-    c.attacks = ('fgsm', 'pgd_linf', 'autoattack')
+    c.attacks = ('fgsm', 'pgd_linf')
     c.l2_eps = (0.1, 0.25)
     c.l1_eps = (3.0, 6.0)
     c.pgd_steps = 10
@@ -282,14 +284,16 @@ class AdversarialSuite(base.Suite):
       p = dict(cell.params)
       kind = cell.noise
       transfer = (quantized and s.transfer and kind in WHITE_BOX)
-      statics = _statics(kind, p)
-      fn = self._fn(kind, statics, model, transfer)
+      program, statics, traced = _program(kind, p)
+      fn = self._fn(program, statics, model, transfer)
       variables = {
           'model': model.variables,
           'serve': model.serve_variables,
           'float': model.float_model.variables if transfer else None,
           'eps': jnp.float32(p['eps']),
-          'step': jnp.float32(p.get('step_size', 0.0)),
+          'step': jnp.float32(traced.get('step', 0.0)),
+          'steps': jnp.int32(traced.get('steps', 0)),
+          'random_start': jnp.bool_(traced.get('random_start', False)),
       }
       ids = ctx.subset(cell.n)
       batches = iter_batches(
@@ -311,26 +315,34 @@ class AdversarialSuite(base.Suite):
     return _summary(rows)
 
 
-def _statics(kind: str, p: Mapping[str, Any]) -> tuple:
-  keys = {'fgsm': (), 'pgd_linf': ('steps', 'restarts'),
-          'pgd_l2': ('steps', 'restarts'), 'pgd_l1': ('steps', 'restarts'),
-          'apgd_ce': ('steps',),
+def _program(kind: str, p: Mapping[str, Any]) -> tuple[str, tuple, dict]:
+  """(attack program, its static settings, traced settings) of a cell.
+
+  FGSM is run as L-inf PGD with one step of size eps from the clean image
+  (the same image as `attacks.fgsm` up to float rounding of the
+  projection), so FGSM and PGD cells share one compiled program.
+  """
+  if kind == 'fgsm':
+    return 'pgd_linf', (('restarts', 1),), {
+        'steps': 1, 'step': p['eps'], 'random_start': False}
+  if kind in ('pgd_linf', 'pgd_l2', 'pgd_l1'):
+    return kind, (('restarts', p['restarts']),), {
+        'steps': p['steps'], 'step': p['step_size'], 'random_start': True}
+  keys = {'apgd_ce': ('steps',),
           'autoattack': ('version', 'steps', 'targets', 'queries'),
           'square': ('queries',)}[kind]
-  return tuple((k, p[k]) for k in keys)
+  return kind, tuple((k, p[k]) for k in keys), {}
 
 
 def _attack(kind: str, st: Mapping[str, Any]):
-  """attack(keys, logits_fn, x, y, eps, step) for a white-box family."""
-  if kind == 'fgsm':
-    return lambda k, f, x, y, eps, step: attacks.fgsm(f, x, y, eps=eps)
+  """attack(keys, logits_fn, x, y, v) for a white-box program."""
   if kind == 'apgd_ce':
-    return lambda k, f, x, y, eps, step: attacks.apgd_ce(
-        k, f, x, y, eps=eps, steps=st['steps'])
+    return lambda k, f, x, y, v: attacks.apgd_ce(
+        k, f, x, y, eps=v['eps'], steps=st['steps'])
   norm = _NORM[kind]
-  return lambda k, f, x, y, eps, step: attacks.pgd(
-      k, f, x, y, eps=eps, step_size=step, steps=st['steps'], norm=norm,
-      restarts=st['restarts'])
+  return lambda k, f, x, y, v: attacks.pgd(
+      k, f, x, y, eps=v['eps'], step_size=v['step'], steps=v['steps'],
+      norm=norm, restarts=st['restarts'], random_start=v['random_start'])
 
 
 def _build_fn(kind, st, model, float_model):
@@ -348,11 +360,11 @@ def _build_fn(kind, st, model, float_model):
     out = {}
     if kind in WHITE_BOX:
       attack = _attack(kind, st)
-      adv = attack(keys, grads, x, y, v['eps'], v['step'])
+      adv = attack(keys, grads, x, y, v)
       out['zero_grad'] = masking.zero_gradient(grads, x, y)
       if float_apply is not None:
         src = lambda z: float_apply(v['float'], z)
-        adv_t = attack(keys, src, x, y, v['eps'], v['step'])
+        adv_t = attack(keys, src, x, y, v)
         out['correct_transfer'] = _correct(evaluate(adv_t), y)
     elif kind == 'autoattack':
       adv, after = attacks.autoattack(
