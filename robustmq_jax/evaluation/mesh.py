@@ -38,11 +38,14 @@ def to_global(mesh: Mesh, batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
   """Host-local numpy arrays -> global jax.Arrays sharded over 'data'.
 
   Each process passes its own rows; the global array concatenates the
-  processes' rows in process order.
+  processes' rows in process order. Values that are already `jax.Array`s
+  (global arrays a suite computed on device from an earlier global batch)
+  pass through unchanged.
   """
   sharding = data_sharding(mesh)
   return {
-      k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+      k: v if isinstance(v, jax.Array) else
+      jax.make_array_from_process_local_data(sharding, np.asarray(v))
       for k, v in batch.items()
   }
 
