@@ -5,11 +5,10 @@ import importlib
 import ml_collections
 
 from robustmq_jax import systematic
+from robustmq_jax.suites import adversarial
 
 SAMPLE_PRECISIONS = ('fp32', 'w8a8', 'w6a6', 'w4a4', 'w2a2')
 ALL_SUITES = ('clean', 'adversarial', 'corruption', 'systematic')
-FULL_SAMPLE_ATTACKS = ('fgsm', 'pgd_linf', 'pgd_l2', 'pgd_l1', 'autoattack',
-                       'square')
 VARIANTS = ('', 'imagenet', 'sample', 'sample_full')
 
 
@@ -73,6 +72,6 @@ def study_config(arg: str | None, *, imagenet_model: str, sample_model: str,
   c.corruption = _default('suites.corruption', image_size)
   c.systematic = _default('suites.systematic', image_size)
   if arg == 'sample_full':
-    c.adversarial.attacks = FULL_SAMPLE_ATTACKS
+    c.adversarial.attacks = adversarial.STANDARD_ATTACKS
     c.systematic.decoders = tuple(systematic.DECODERS)
   return c

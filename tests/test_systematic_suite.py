@@ -193,3 +193,29 @@ def test_fn_is_cached_per_model_and_methods():
   suite = suites.get_suite('systematic')
   f = suite._fn(_apply, ('pil_box',))  # pylint: disable=protected-access
   assert f is suite._fn(_apply, ('pil_box',))  # pylint: disable=protected-access
+
+
+def test_decoded_images_are_kept_per_dataset(monkeypatch):
+  """A second precision on the same dataset decodes nothing again; another
+  dataset (same ids, other files) is decoded afresh and scored on its own
+  images."""
+  decoded = []
+  real = systematic.decode_many
+
+  def counting(datas, decoder):
+    decoded.append(len(datas))
+    return real(datas, decoder=decoder)
+
+  monkeypatch.setattr(systematic, 'decode_many', counting)
+  suite, ctx, model = _setup(decoders='pil')
+  first = _run(suite, ctx, model)
+  assert sum(decoded) == 20
+  assert _run(suite, ctx, model) == first and sum(decoded) == 20
+  other = JpegDataset(n=20, shapes=((40, 30),))
+  suite, ctx2, model = _setup(other, decoders='pil')
+  res = _run(suite, ctx2, model)
+  assert sum(decoded) == 40
+  proto = suite._protocol(ctx2, model)  # pylint: disable=protected-access
+  for (d, m), (_, metrics) in res.items():
+    assert metrics['accuracy'] == pytest.approx(
+        _host_accuracy(other, range(20), d, m, proto)), (d, m)

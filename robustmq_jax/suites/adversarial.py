@@ -64,6 +64,9 @@ from robustmq_jax.suites import base
 
 FAMILIES = ('fgsm', 'pgd_linf', 'pgd_l2', 'pgd_l1', 'apgd_ce', 'autoattack',
             'square')
+# The grid of the ImageNet defaults (and of the sample's 'sample_full').
+STANDARD_ATTACKS = ('fgsm', 'pgd_linf', 'pgd_l2', 'pgd_l1', 'autoattack',
+                    'square')
 WHITE_BOX = ('fgsm', 'pgd_linf', 'pgd_l2', 'pgd_l1', 'apgd_ce')
 _NORM = {'fgsm': 'linf', 'pgd_linf': 'linf', 'pgd_l2': 'l2', 'pgd_l1': 'l1',
          'apgd_ce': 'linf', 'autoattack': 'linf', 'square': 'linf'}
@@ -89,8 +92,7 @@ def default_config(image_size: int = 224) -> ml_collections.ConfigDict:
   """
   c = ml_collections.ConfigDict()
   sample = image_size < 64
-  c.attacks = ('fgsm', 'pgd_linf', 'pgd_l2', 'pgd_l1', 'autoattack',
-               'square')
+  c.attacks = STANDARD_ATTACKS
   c.linf_eps_255 = (0.5, 1.0, 2.0, 4.0)
   c.step_ratio = ml_collections.ConfigDict(
       {'linf': 0.25, 'l2': 3 / 40, 'l1': 3 / 40})

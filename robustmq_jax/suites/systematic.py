@@ -210,18 +210,16 @@ class SystematicSuite(base.Suite):
       self._decoded, self._decoded_from = {}, ctx.dataset
 
     def load(chunk):
-      todo = [int(i) for i in chunk if (decoder, int(i)) not in self._decoded]
+      chunk = [int(i) for i in chunk]
+      todo = [i for i in chunk if (decoder, i) not in self._decoded]
+      got = {}
       if todo:
-        decoded = systematic.decode_many(
-            [ctx.dataset.jpeg_bytes(i) for i in todo], decoder=decoder)
-        got = dict(zip(todo, decoded))
-      else:
-        got = {}
-      images = [got[int(i)] if int(i) in got else self._decoded[(decoder,
-                                                                 int(i))]
-                for i in chunk]
+        got = dict(zip(todo, systematic.decode_many(
+            [ctx.dataset.jpeg_bytes(i) for i in todo], decoder=decoder)))
       if keep:
-        self._decoded.update({(decoder, i): im for i, im in got.items()})
+        self._decoded.update(((decoder, i), im) for i, im in got.items())
+      images = [got[i] if i in got else self._decoded[(decoder, i)]
+                for i in chunk]
       stash['ok'] = [im is not None for im in images]
       images = [blank if im is None else im for im in images]
       stash['sizes'] = [im.shape[:2] for im in images]
