@@ -240,6 +240,10 @@ def test_bad_arguments_raise_user_errors():
     attacks.pgd(k, f, x, y, eps=EPS, step_size=0.1, steps=1, norm='l3')
   with pytest.raises(UserError, match='steps'):
     attacks.pgd(k, f, x, y, eps=EPS, step_size=0.1, steps=-1)
+  with pytest.raises(UserError, match='steps'):  # concrete arrays, checked
+    attacks.pgd(k, f, x, y, eps=EPS, step_size=0.1, steps=jnp.int32(-1))
+  with pytest.raises(UserError, match='steps'):
+    attacks.pgd(k, f, x, y, eps=EPS, step_size=0.1, steps=jnp.float32(2))
   with pytest.raises(UserError, match='norm'):
     attacks.apgd_ce(k, f, x, y, eps=EPS, norm='l1')
   with pytest.raises(UserError, match='version'):

@@ -124,7 +124,12 @@ def pgd(
     largest final loss.
   """
   projections.check_norm(norm)
-  if not isinstance(steps, jax.Array):
+  if isinstance(steps, jax.Array) and not isinstance(steps, jax.core.Tracer):
+    # A concrete array is checked like an int (a traced one cannot be).
+    if steps.ndim or not jnp.issubdtype(steps.dtype, jnp.integer):
+      raise invalid('steps', steps, 'an integer scalar')
+    check_count('steps', int(steps), 0)
+  elif not isinstance(steps, jax.Array):
     check_count('steps', steps, 0)
   check_count('restarts', restarts, 1)
   dtype = x.dtype
