@@ -50,9 +50,13 @@ def saturate(seed, x, p, static):
 #
 # PIL's BOX resampling gives each output pixel the (normalised) input pixels
 # whose centres fall in its box, with 22-bit integer weights and
-# round-half-up after each (horizontal, then vertical) pass. Up-sampling by
-# BOX copies one source pixel. We precompute, per severity and output pixel,
-# the taps of the down-sampled pixel it copies.
+# round-half-up after each (horizontal, then vertical) pass. All taps of a
+# box carry the same weight, round(2^22 / n) for a box of n pixels, so a
+# pass is (box sum * weight + 2^21) >> 22. Up-sampling by BOX copies one
+# source pixel, so output pixel j of the round trip reads the box of the
+# small pixel it copies. Per axis and severity there are two box sizes
+# (n_lo and n_lo + 1; checked on the host): one fused pass computes both
+# running window sums, one gather picks each output's window.
 
 
 def _box_coeffs(in_size: int, out_size: int):
@@ -78,48 +82,64 @@ def _box_coeffs(in_size: int, out_size: int):
 
 
 def pixelate_plan(side: int, factor: float):
-  """Taps [side, K] and integer weights [side, K] of one axis."""
+  """One axis of the round trip: per output pixel of the full side, the
+  first tap, the box size and the integer weight of its box.
+
+  Returns:
+    (start, size, weight): int32 [side] each.
+  """
   small = int(side * factor)
   d_taps, d_w = _box_coeffs(side, small)
   u_taps, _ = _box_coeffs(small, side)
-  k = max(len(t) for t in d_taps)
-  taps = np.zeros((side, k), np.int32)
-  wts = np.zeros((side, k), np.int32)
+  start, size, weight = (np.zeros(side, np.int32) for _ in range(3))
   for j in range(side):
     (src,) = u_taps[j]
-    t, w = d_taps[src], d_w[src]
-    taps[j, :len(t)] = t
-    wts[j, :len(w)] = w
-  return taps, wts
+    on = [t for t, w in zip(d_taps[src], d_w[src]) if w]
+    assert on == list(range(on[0], on[0] + len(on))), 'box not contiguous'
+    assert len(set(w for w in d_w[src] if w)) == 1, 'unequal box weights'
+    start[j], size[j], weight[j] = on[0], len(on), max(d_w[src])
+  return start, size, weight
 
 
 def _prepare_pixelate(table, h, w):
   factors = table.fields('pixelate')['factor']
-  plans = {'h': [pixelate_plan(h, c) for c in factors],
-           'w': [pixelate_plan(w, c) for c in factors]}
-  out = {}
-  for axis, pl in plans.items():
-    k = max(t.shape[1] for t, _ in pl)
-    taps = np.zeros((5, pl[0][0].shape[0], k), np.int32)
-    wts = np.zeros_like(taps)
-    for s, (t, wt) in enumerate(pl):
-      taps[s, :, :t.shape[1]] = t
-      wts[s, :, :t.shape[1]] = wt
-    out[f'taps_{axis}'] = taps
-    out[f'weights_{axis}'] = wts
-  return out, {}
+  out, max_size = {}, 1
+  for axis, side in (('h', h), ('w', w)):
+    plans = [pixelate_plan(side, c) for c in factors]
+    lo = np.array([pl[1].min() for pl in plans], np.int32)
+    for s, pl in enumerate(plans):
+      if not set(pl[1]) <= {lo[s], lo[s] + 1}:
+        raise ValueError(f'pixelate: more than two box sizes at {side} px, '
+                         f'factor {factors[s]}')
+    out[f'start_{axis}'] = np.stack([pl[0] for pl in plans])
+    out[f'big_{axis}'] = np.stack([pl[1] > lo[s]
+                                   for s, pl in enumerate(plans)])
+    out[f'weight_{axis}'] = np.stack([pl[2] for pl in plans])
+    out[f'size_{axis}'] = lo
+    max_size = max(max_size, int(lo.max()) + 1)
+  return out, {'max_size': max_size}
 
 
-def _resample_axis(x, taps, weights, axis):
-  """sum_k x[taps[j, k]] * weights[j, k] along `axis`, rounded like PIL."""
-  acc = None
-  for k in range(taps.shape[1]):
-    term = jnp.take(x, taps[:, k], axis=axis)
-    shape = [1] * x.ndim
-    shape[axis] = -1
-    term = term * weights[:, k].reshape(shape)
-    acc = term if acc is None else acc + term
-  return jnp.clip((acc + (1 << 21)) >> 22, 0, 255)
+def _box_pass(x, p, axis, ax, max_size):
+  """One PIL BOX pass (down and back up) of uint8 values along `axis`."""
+  n = x.shape[axis]
+  xp = filters.pad_axis(x, axis, 0, max_size - 1, 'zero')
+  lo = hi = None
+  for t in range(max_size):
+    sl = jax.lax.slice_in_dim(xp, t, t + n, axis=axis)
+    a = jnp.where(t < p[f'size_{ax}'], sl, 0)
+    b = jnp.where(t <= p[f'size_{ax}'], sl, 0)
+    lo = a if lo is None else lo + a
+    hi = b if hi is None else hi + b
+  # Window sums of the two box sizes side by side; one gather picks each
+  # output's (start, size).
+  sums = jnp.concatenate([lo, hi], axis=axis)
+  idx = p[f'start_{ax}'] + n * p[f'big_{ax}'].astype(jnp.int32)
+  g = jnp.take(sums, idx, axis=axis).astype(jnp.int32)
+  shape = [1] * x.ndim
+  shape[axis] = n
+  wt = p[f'weight_{ax}'].reshape(shape)
+  return jnp.clip((g * wt + (1 << 21)) >> 22, 0, 255).astype(x.dtype)
 
 
 @corruption('pixelate', family='digital', random=False,
@@ -128,10 +148,15 @@ def pixelate(seed, x, p, static):
   """Pixelate: PIL BOX resize down to int(side * c), then BOX back up (as
   hendrycks/robustness; `imagecorruptions` up-samples with NEAREST). The
   input is rounded to uint8 first, as PIL needs."""
-  del seed, static
-  u8 = jnp.round(x * 255.0).astype(jnp.int32)
-  u8 = _resample_axis(u8, p['taps_w'], p['weights_w'], 1)
-  u8 = _resample_axis(u8, p['taps_h'], p['weights_h'], 0)
+  del seed
+  # Box sums of at most 5 uint8 values fit int16: half the memory traffic.
+  u8 = jnp.round(x * 255.0).astype(jnp.int16)
+  # The vertical pass reads every horizontal result up to 2 * max_size
+  # times: store it (3x faster on a CPU).
+  u8 = filters.unfused(
+      lambda v: _box_pass(v, p, 1, 'w', static['max_size']), u8,
+      p['size_w'] > 0)
+  u8 = _box_pass(u8, p, 0, 'h', static['max_size'])
   return u8.astype(jnp.float32) / 255.0
 
 

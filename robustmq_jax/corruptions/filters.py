@@ -298,5 +298,18 @@ def clipped_zoom(x: jax.Array, geometry: jax.Array) -> jax.Array:
   return (1 - cf) * rows[:, c0] + cf * rows[:, c1]
 
 
+def unfused(fn, x: jax.Array, pred: jax.Array) -> jax.Array:
+  """fn(x) as its own XLA computation; `pred` must be a traced True.
+
+  XLA fuses a cheap producer into every consumer that reads it; when a
+  consumer reads each value several times (shifted slices of a gather's
+  output) the producer is recomputed as often. A conditional is a fusion
+  boundary the compiler cannot see through while `pred` is not a
+  compile-time constant, so the result is stored once.
+  """
+  out = jax.eval_shape(fn, x)
+  return jax.lax.cond(pred, fn, lambda _: jnp.zeros(out.shape, out.dtype), x)
+
+
 def pow2_at_least(n: int) -> int:
   return 1 << max(0, math.ceil(math.log2(n)))
