@@ -119,9 +119,7 @@ def _core_fn(name, table, h, w):
 
   def fn(x, draws, s):
     if name == 'fog':  # the draws are a seed; the plasma is drawn inside
-      seed = draws
-      draws = lambda level, shape: rng.uniform(  # pylint: disable=g-long-lambda
-          rng.substream(seed, level), shape, -1.0, 1.0)
+      draws = weather.fog_draw(draws, static['mapsize'])
     p = {k: jnp.asarray(v)[s - 1] for k, v in per.items()}
     return CORES[name](x, draws, p, static)
 

@@ -74,19 +74,33 @@ def substream(seed: jax.Array, stream: int | jax.Array) -> jax.Array:
   return jnp.stack([a, b])
 
 
+def _hash(seed: jax.Array, counters: jax.Array) -> jax.Array:
+  h = _fmix(counters * _GOLDEN + seed[0])
+  return _fmix(h ^ seed[1])
+
+
 def bits(seed: jax.Array, shape) -> jax.Array:
   """uint32 hash bits of the given shape for one example's seed [2]."""
   n = int(np.prod(shape)) if len(shape) else 1
-  c = lax.iota(jnp.uint32, n)
-  h = _fmix(c * _GOLDEN + seed[0])
-  h = _fmix(h ^ seed[1])
-  return h.reshape(shape)
+  return _hash(seed, lax.iota(jnp.uint32, n)).reshape(shape)
+
+
+def _to_unit(b: jax.Array) -> jax.Array:
+  return (b >> 8).astype(jnp.float32) * np.float32(2.0**-24)
 
 
 def uniform(seed: jax.Array, shape, minval=0.0, maxval=1.0) -> jax.Array:
   """float32 uniform in [minval, maxval) (24-bit resolution)."""
-  u = (bits(seed, shape) >> 8).astype(jnp.float32) * np.float32(2.0**-24)
-  return minval + u * (maxval - minval)
+  return minval + _to_unit(bits(seed, shape)) * (maxval - minval)
+
+
+def uniform_grid(seed: jax.Array, side: int, stride: int, minval=0.0,
+                 maxval=1.0) -> jax.Array:
+  """`uniform(seed, (side, side), ...)[::stride, ::stride]`, computing only
+  those values (the counter of a value is its flat index)."""
+  i = lax.iota(jnp.uint32, side // stride) * np.uint32(stride)
+  counters = i[:, None] * np.uint32(side) + i[None, :]
+  return minval + _to_unit(_hash(seed, counters)) * (maxval - minval)
 
 
 def _open_uniform(seed, shape):
