@@ -54,9 +54,10 @@ def saturate(seed, x, p, static):
 # box carry the same weight, round(2^22 / n) for a box of n pixels, so a
 # pass is (box sum * weight + 2^21) >> 22. Up-sampling by BOX copies one
 # source pixel, so output pixel j of the round trip reads the box of the
-# small pixel it copies. Per axis and severity there are two box sizes
-# (n_lo and n_lo + 1; checked on the host): one fused pass computes both
-# running window sums, one gather picks each output's window.
+# small pixel it copies: input pixels j + d for d in a window of offsets
+# that stays within a few pixels of j. A pass is therefore a filter with
+# per-position 0/1 taps over a small static range of offsets: shifted
+# slices and masks, no gather.
 
 
 def _box_coeffs(in_size: int, out_size: int):
@@ -103,43 +104,50 @@ def pixelate_plan(side: int, factor: float):
 
 def _prepare_pixelate(table, h, w):
   factors = table.fields('pixelate')['factor']
-  out, max_size = {}, 1
+  out, static = {}, {}
   for axis, side in (('h', h), ('w', w)):
     plans = [pixelate_plan(side, c) for c in factors]
-    lo = np.array([pl[1].min() for pl in plans], np.int32)
-    for s, pl in enumerate(plans):
-      if not set(pl[1]) <= {lo[s], lo[s] + 1}:
-        raise ValueError(f'pixelate: more than two box sizes at {side} px, '
-                         f'factor {factors[s]}')
-    out[f'start_{axis}'] = np.stack([pl[0] for pl in plans])
-    out[f'big_{axis}'] = np.stack([pl[1] > lo[s]
-                                   for s, pl in enumerate(plans)])
-    out[f'weight_{axis}'] = np.stack([pl[2] for pl in plans])
-    out[f'size_{axis}'] = lo
-    max_size = max(max_size, int(lo.max()) + 1)
-  return out, {'max_size': max_size}
+    j = np.arange(side)
+    lo = min(int((st - j).min()) for st, _, _ in plans)
+    hi = max(int((st + n - j).max()) for st, n, _ in plans)  # exclusive
+    d = np.arange(lo, hi)[:, None]
+    # taps[s, k, j]: input j + lo + k is in the box of output j.
+    out[f'taps_{axis}'] = np.stack([
+        ((st - j <= d) & (d < st + n - j)) for st, n, _ in plans])
+    out[f'weight_{axis}'] = np.stack([wt for _, _, wt in plans])
+    static[f'offset_{axis}'] = lo
+  return out, static
 
 
-def _box_pass(x, p, axis, ax, max_size):
-  """One PIL BOX pass (down and back up) of uint8 values along `axis`."""
+def _box_pass(x, taps, weight, lo, axis, group=1):
+  """One PIL BOX round trip (down and back up) of uint8 values on `axis`.
+
+  Args:
+    x: int16 values 0..255.
+    taps: bool [K, n]: offset lo + k feeds output j.
+    weight: int32 [n]: the integer weight of each output's box.
+    lo: the smallest offset (static).
+    axis: the axis to resample, of length n * group.
+    group: consecutive values per position (3 when `axis` is a flattened
+      width x channels axis: shifts along a long minor axis vectorise well,
+      shifts along the width of an HWC array with 3-wide rows do not).
+  """
   n = x.shape[axis]
-  xp = filters.pad_axis(x, axis, 0, max_size - 1, 'zero')
-  lo = hi = None
-  for t in range(max_size):
-    sl = jax.lax.slice_in_dim(xp, t, t + n, axis=axis)
-    a = jnp.where(t < p[f'size_{ax}'], sl, 0)
-    b = jnp.where(t <= p[f'size_{ax}'], sl, 0)
-    lo = a if lo is None else lo + a
-    hi = b if hi is None else hi + b
-  # Window sums of the two box sizes side by side; one gather picks each
-  # output's (start, size).
-  sums = jnp.concatenate([lo, hi], axis=axis)
-  idx = p[f'start_{ax}'] + n * p[f'big_{ax}'].astype(jnp.int32)
-  g = jnp.take(sums, idx, axis=axis).astype(jnp.int32)
+  k = taps.shape[0]
+  taps = jnp.repeat(taps, group, axis=1)
+  weight = jnp.repeat(weight, group)
+  before, after = max(-lo, 0) * group, max(lo + k - 1, 0) * group
+  xp = filters.pad_axis(x, axis, before, after, 'zero')
   shape = [1] * x.ndim
   shape[axis] = n
-  wt = p[f'weight_{ax}'].reshape(shape)
-  return jnp.clip((g * wt + (1 << 21)) >> 22, 0, 255).astype(x.dtype)
+  acc = None
+  for t in range(k):
+    start = before + (lo + t) * group
+    sl = jax.lax.slice_in_dim(xp, start, start + n, axis=axis)
+    term = jnp.where(taps[t].reshape(shape), sl, 0)
+    acc = term if acc is None else acc + term  # <= 5 * 255: int16 holds it
+  acc = acc.astype(jnp.int32) * weight.reshape(shape)
+  return jnp.clip((acc + (1 << 21)) >> 22, 0, 255).astype(x.dtype)
 
 
 @corruption('pixelate', family='digital', random=False,
@@ -149,14 +157,22 @@ def pixelate(seed, x, p, static):
   hendrycks/robustness; `imagecorruptions` up-samples with NEAREST). The
   input is rounded to uint8 first, as PIL needs."""
   del seed
-  # Box sums of at most 5 uint8 values fit int16: half the memory traffic.
-  u8 = jnp.round(x * 255.0).astype(jnp.int16)
-  # The vertical pass reads every horizontal result up to 2 * max_size
-  # times: store it (3x faster on a CPU).
-  u8 = filters.unfused(
-      lambda v: _box_pass(v, p, 1, 'w', static['max_size']), u8,
-      p['size_w'] > 0)
-  u8 = _box_pass(u8, p, 0, 'h', static['max_size'])
+  h, w, c = x.shape
+  # int16: half the memory traffic of int32. Each pass runs along the
+  # leading axis, where shifted slices are whole contiguous rows (along the
+  # width of an HWC image XLA's loops do not vectorise: 3-value rows, or
+  # per-value bounds checks on a flattened axis); the transposes fuse into
+  # the neighbouring loops.
+  u8 = jnp.round(x * 255.0).astype(jnp.int16).transpose(1, 0, 2)
+
+  def horizontal(v):
+    v = _box_pass(v, p['taps_w'], p['weight_w'], static['offset_w'], 0)
+    return v.transpose(1, 0, 2)
+
+  # The vertical pass reads every horizontal result several times: store
+  # it rather than let XLA recompute it per read.
+  u8 = filters.unfused(horizontal, u8, p['weight_w'][0] > 0)
+  u8 = _box_pass(u8, p['taps_h'], p['weight_h'], static['offset_h'], 0)
   return u8.astype(jnp.float32) / 255.0
 
 
