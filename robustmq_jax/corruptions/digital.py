@@ -259,7 +259,10 @@ def elastic_core(x, draws, p, static):
   pts1 = jnp.asarray(affine_points(h, w))
   pts2 = pts1 + (jitter * p['jitter']).astype(jnp.float32)
   # The reference's points are (x, y) = (col, row): cv2 convention.
-  x = warp_affine_reflect101(x, pts1, pts2)
+  # Stored once: fused into the resampling below, the warp's four taps
+  # would be recomputed for each of its four reads (4x slower on a CPU).
+  x = filters.unfused(lambda v: warp_affine_reflect101(v, pts1, pts2), x,
+                      p['alpha'] > 0)
   # skimage gaussian(mode='reflect', truncate=3); at ImageNet-C severity 1
   # the kernel (sigma 170.8) is wider than the image: repeated reflection.
   fields = filters.gaussian_filter(jnp.stack([ux, uy], -1), p['sigma'],

@@ -105,8 +105,13 @@ def filter_matrix(n: int, weights: jax.Array, mode: str) -> jax.Array:
 
 def apply_matrix(x: jax.Array, m: jax.Array, axis: int) -> jax.Array:
   """y = m @ x along `axis` (float32 accumulation on every backend)."""
-  y = jnp.tensordot(m, x, axes=([1], [axis]),
-                    precision=jax.lax.Precision.HIGHEST)
+  axis = axis % x.ndim
+  hi = jax.lax.Precision.HIGHEST
+  if axis == x.ndim - 1:  # x @ m.T: no transpose of x
+    return jnp.matmul(x, m.T, precision=hi)
+  if axis == x.ndim - 2:
+    return jnp.matmul(m, x, precision=hi)
+  y = jnp.tensordot(m, x, axes=([1], [axis]), precision=hi)
   return jnp.moveaxis(y, 0, axis)
 
 
@@ -117,17 +122,22 @@ def gaussian_filter(x: jax.Array, sigma: jax.Array, axes, *,
 
   Each axis is one matrix product with the filter's [n, n] matrix (borders
   folded in): on CPUs XLA's GEMM beats both its convolutions and unrolled
-  taps, and the cost does not grow with sigma.
+  taps, and the cost does not grow with sigma. The filtered axes are moved
+  last first (e.g. HWC -> CHW), so that both products are plain GEMMs
+  without transposes in between (1.5x faster on a CPU).
   """
   r = gaussian_radius(max_sigma, truncate)
   w = gaussian_weights(sigma, r, truncate)
+  axes = tuple(a % x.ndim for a in axes)
+  rest = [a for a in range(x.ndim) if a not in axes]
+  y = jnp.transpose(x, rest + list(axes))
   mats = {}
-  for a in axes:
-    n = x.shape[a]
+  for i in range(len(axes)):
+    n = y.shape[len(rest) + i]
     if n not in mats:
       mats[n] = filter_matrix(n, w, mode)
-    x = apply_matrix(x, mats[n], a)
-  return x
+    y = apply_matrix(y, mats[n], len(rest) + i)
+  return jnp.transpose(y, np.argsort(rest + list(axes)))
 
 
 def correlate2d_small(x: jax.Array, kernel, axes=(-3, -2),
@@ -298,17 +308,19 @@ def clipped_zoom(x: jax.Array, geometry: jax.Array) -> jax.Array:
   return (1 - cf) * rows[:, c0] + cf * rows[:, c1]
 
 
-def unfused(fn, x: jax.Array, pred: jax.Array) -> jax.Array:
-  """fn(x) as its own XLA computation; `pred` must be a traced True.
+def unfused(fn, x: jax.Array, anchor: jax.Array) -> jax.Array:
+  """fn(x), computed and stored as its own XLA computation.
 
   XLA fuses a cheap producer into every consumer that reads it; when a
-  consumer reads each value several times (shifted slices of a gather's
-  output) the producer is recomputed as often. A conditional is a fusion
-  boundary the compiler cannot see through while `pred` is not a
-  compile-time constant, so the result is stored once.
+  consumer reads each value several times (shifted slices, the taps of a
+  resampling) the producer is recomputed as often. A conditional is a
+  fusion boundary; both of its branches are `fn`, so the result never
+  depends on `anchor`, which only has to be a traced scalar bool that the
+  compiler cannot fold (e.g. derived from a severity parameter) and that is
+  not batched (under `vmap` a batched one turns the conditional into a
+  select of two evaluations). If it is folded, `fn` is simply fused again.
   """
-  out = jax.eval_shape(fn, x)
-  return jax.lax.cond(pred, fn, lambda _: jnp.zeros(out.shape, out.dtype), x)
+  return jax.lax.cond(anchor, fn, fn, x)
 
 
 def pow2_at_least(n: int) -> int:
