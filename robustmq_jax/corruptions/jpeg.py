@@ -141,7 +141,12 @@ def _code_plane(plane, qtable):
                    _descale(z, _CONST_BITS + _PASS1_BITS))  # DCT x 8
   qt = qtable[:, :, None, None]
   div = qt * 8
-  q = (jnp.abs(coef) + div // 2) // div
+  # libjpeg: (|coef| + div / 2) / div in integers. CPUs have no vector
+  # integer division; in float32 the quotient is exact after flooring
+  # (numerator < 2^15, divisor <= 2040: the float error, < 2^-12, is below
+  # the 1 / divisor gap to the next integer).
+  q = jnp.floor((jnp.abs(coef) + div // 2).astype(jnp.float32)
+                / div.astype(jnp.float32)).astype(jnp.int32)
   deq = jnp.where(coef < 0, -q, q) * qt
   ws = _descale(jnp.stack(_idct_linear([deq[k] for k in range(8)])),
                 _CONST_BITS - _PASS1_BITS)
@@ -186,13 +191,12 @@ def _upsample(c):
 
 
 def _ycc_to_rgb(y, cb, cr):
-  x_cb = cb - 128
-  x_cr = cr - 128
-  r = y + ((_fix(1.40200) * x_cr + _ONE_HALF) >> _SCALEBITS)
-  g = y + ((-_fix(0.34414) * x_cb + _ONE_HALF - _fix(0.71414) * x_cr)
-           >> _SCALEBITS)
-  b = y + ((_fix(1.77200) * x_cb + _ONE_HALF) >> _SCALEBITS)
-  return jnp.clip(jnp.stack([r, g, b], axis=-1), 0, 255)
+  """libjpeg's YCbCr -> RGB, one broadcast expression (no channel stack)."""
+  a = jnp.asarray([0, -_fix(0.34414), _fix(1.77200)], jnp.int32)
+  b = jnp.asarray([_fix(1.40200), -_fix(0.71414), 0], jnp.int32)
+  rgb = y[..., None] + ((a * (cb - 128)[..., None] + b * (cr - 128)[..., None]
+                         + _ONE_HALF) >> _SCALEBITS)
+  return jnp.clip(rgb, 0, 255)
 
 
 def jpeg_roundtrip_u8(rgb: jax.Array, tables: jax.Array) -> jax.Array:
