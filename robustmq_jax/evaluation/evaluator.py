@@ -54,6 +54,62 @@ class Evaluator:
           step, out_shardings=mesh_lib.replicated(self.mesh))
     return self._compiled[fn]
 
+  def _map_step(self, fn: PerExampleFn, axis: int) -> Callable:
+    key = ('map', fn, axis)
+    if key not in self._compiled:
+
+      def step(variables, batch, key):
+        batch = dict(batch)
+        if batch['image'].dtype == jnp.uint8:
+          batch['image'] = images_to_float(batch['image'])
+        return fn(variables, batch, key)
+
+      spec = jax.sharding.PartitionSpec(*([None] * axis + [mesh_lib.DATA_AXIS]))
+      self._compiled[key] = jax.jit(
+          step, out_shardings=jax.sharding.NamedSharding(self.mesh, spec))
+    return self._compiled[key]
+
+  def map(
+      self,
+      fn: PerExampleFn,
+      batches: Iterable[HostBatch],
+      *,
+      variables: Any,
+      key: jax.Array | None = None,
+      axis: int = 0,
+  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """`fn`'s per-example outputs for this process's real examples.
+
+    For outputs that are kept, not summed (generated images, adversarial
+    examples reused by later models).
+
+    Args:
+      fn: per-example function (hashable and stable, as for `sums`); every
+        output has the batch on axis `axis`.
+      batches: host batches from `robustmq_jax.data.iter_batches`.
+      variables: passed to `fn`.
+      key: PRNG key passed unchanged to every batch.
+      axis: the batch axis of the outputs.
+
+    Returns:
+      ({name: host array, this process's real rows concatenated on `axis`},
+      the ids of those rows, in order).
+    """
+    step = self._map_step(fn, axis)
+    key = jax.random.key(0) if key is None else key
+    parts: dict[str, list[np.ndarray]] = {}
+    ids = []
+    for batch in batches:
+      global_batch = mesh_lib.to_global(self.mesh, batch.as_dict())
+      out = step(variables, global_batch, key)
+      real = np.asarray(batch.mask, bool)
+      for k, v in out.items():
+        parts.setdefault(k, []).append(
+            np.compress(real, _local_rows(v, axis), axis=axis))
+      ids.append(np.asarray(batch.id)[real])
+    return ({k: np.concatenate(v, axis=axis) for k, v in parts.items()},
+            np.concatenate(ids) if ids else np.zeros((0,), np.int64))
+
   def sums(
       self,
       fn: PerExampleFn,
@@ -97,3 +153,17 @@ class Evaluator:
         logging.info('%s: %d/%s images, %.1f img/s, ETA %.0fs', desc,
                      acc['n'], total or '?', rate, eta)
     return acc
+
+
+def _local_rows(x: jax.Array, axis: int) -> np.ndarray:
+  """This process's rows of a global array sharded on `axis` (replicas of a
+  shard, on other mesh axes, counted once), in order."""
+  shards = sorted(x.addressable_shards,
+                  key=lambda sh: sh.index[axis].start or 0)
+  seen, local = set(), []
+  for sh in shards:
+    start = sh.index[axis].start or 0
+    if start not in seen:
+      seen.add(start)
+      local.append(np.asarray(sh.data))
+  return np.concatenate(local, axis=axis)

@@ -243,37 +243,34 @@ class CorruptionSuite(base.Suite):
     self._fns[key] = fn
     return fn
 
-  def _gen_fn(self, mesh, name: str, severities: tuple[int, ...],
-              table: str, q85: bool):
-    """Jitted images -> uint8 [S, B, H, W, 3] for all severities (cached)."""
-    key = ('gen', mesh, name, severities, table, q85)
+  def _gen_fn(self, name: str, severities: tuple[int, ...], table: str,
+              q85: bool):
+    """Per-example fn: uint8 images [S, B, H, W, 3] of all severities."""
+    key = ('gen', name, severities, table, q85)
     if key in self._fns:
       return self._fns[key]
     index = corruptions.ALL.index(name)
     q85_tables = jnp.asarray(jpeg_lib.quant_tables(85))
 
-    def gen(images, ids, rng_key):
-      x = images.astype(jnp.float32) / 255.0
+    def gen(variables, b, rng_key):
+      del variables
       base_key = jax.random.fold_in(rng_key, index)
 
       def one(sev):
         keys = corruptions.keys_for_ids(jax.random.fold_in(base_key, sev),
-                                        ids)
-        y = corruptions.apply(name, keys, x, severity=sev, table=table)
+                                        b['id'])
+        y = corruptions.apply(name, keys, b['image'], severity=sev,
+                              table=table)
         y = jnp.floor(y * 255.0 + 1e-3)
         if q85:
           y = jax.vmap(lambda im: jpeg_lib.jpeg_roundtrip_u8(
               im.astype(jnp.int32), q85_tables))(y)
         return y.astype(jnp.uint8)
 
-      return lax.map(one, jnp.asarray(severities, jnp.int32))
+      return {'images': lax.map(one, jnp.asarray(severities, jnp.int32))}
 
-    from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
-    from robustmq_jax.evaluation import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-    fn = jax.jit(gen, out_shardings=NamedSharding(
-        mesh, P(None, mesh_lib.DATA_AXIS)))
-    self._fns[key] = fn
-    return fn
+    self._fns[key] = gen
+    return gen
 
   def _cached_images(self, ctx, name, severities, table, q85, ids):
     """{severity: uint8 images of this process's rows}, {id: row}."""
@@ -281,26 +278,10 @@ class CorruptionSuite(base.Suite):
            severities, table, q85, np.asarray(ids).tobytes())
     if key in self._cache:
       return self._cache[key]
-    from robustmq_jax.evaluation import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-    gen = self._gen_fn(ctx.mesh, name, severities, table, q85)
-    rng_key = jax.random.key(ctx.seed)
-    parts, rows = [], []
-    for hb in ctx.batches(ids=ids):
-      g = mesh_lib.to_global(ctx.mesh, {'image': hb.image, 'id': hb.id})
-      out = gen(g['image'], g['id'], rng_key)
-      shards = sorted(out.addressable_shards,
-                      key=lambda sh: sh.index[1].start or 0)
-      seen, local = set(), []
-      for sh in shards:
-        start = sh.index[1].start or 0
-        if start not in seen:
-          seen.add(start)
-          local.append(np.asarray(sh.data))
-      local = np.concatenate(local, axis=1)
-      real = np.asarray(hb.mask, bool)
-      parts.append(local[:, real])
-      rows.extend(int(i) for i in np.asarray(hb.id)[real])
-    images = np.concatenate(parts, axis=1)
+    out, rows = ctx.evaluator.map(
+        self._gen_fn(name, severities, table, q85), ctx.batches(ids=ids),
+        variables=None, key=jax.random.key(ctx.seed), axis=1)
+    images = out['images']
     self._cache_bytes += images.nbytes
     if self._cache_bytes > _CACHE_LIMIT_BYTES:
       raise UserError(
@@ -308,7 +289,7 @@ class CorruptionSuite(base.Suite):
           f'{_CACHE_LIMIT_BYTES >> 30} GiB of corrupted images in memory; use '
           "mode 'fused' (or fewer num_examples).")
     value = ({s: images[i] for i, s in enumerate(severities)},
-             {r: i for i, r in enumerate(rows)})
+             {int(r): i for i, r in enumerate(rows)})
     self._cache[key] = value
     return value
 
