@@ -18,6 +18,7 @@ from robustmq_jax.errors import UserError
 from robustmq_jax.evaluation import Evaluator
 from robustmq_jax.evaluation import make_mesh
 from robustmq_jax.suites import adversarial
+from robustmq_jax.suites import transfer_cache
 from tests import fakes
 from tests import test_attacks_helpers as helpers
 
@@ -142,6 +143,37 @@ def test_runs_and_flags_gradient_masking():
   assert k['zero_grad_fraction'] == 1.0
   assert k['accuracy'] > k['accuracy_transfer'] + 0.1 and k['masking_flag']
   assert k['accuracy'] > h['accuracy']
+
+
+def test_transfer_crafted_once_and_equal_to_in_program(monkeypatch):
+  """The float model's adversarials are crafted once per cell for all
+  quantized models (`suites.transfer_cache`) and score like the attack
+  crafted inside each model's program. Tolerance: one example (two compiled
+  programs may round differently)."""
+  config = _config(attacks=('fgsm', 'pgd_linf'), linf_eps_255=(25.0,))
+  _, honest, masked = _models()
+  suite = suites.get_suite('adversarial')
+  calls = []
+  real_map = Evaluator.map
+
+  def counting_map(self, *args, **kwargs):
+    calls.append(1)
+    return real_map(self, *args, **kwargs)
+
+  monkeypatch.setattr(Evaluator, 'map', counting_map)
+  monkeypatch.setattr(suite, '_transfer', transfer_cache.TransferCache())
+  kept = {m.precision: _run(m, config) for m in (honest, masked)}
+  assert len(calls) == 2  # fgsm and pgd_linf, not once per model
+  monkeypatch.setattr(suite, '_transfer',
+                      transfer_cache.TransferCache(limit_bytes=0))
+  inline = {m.precision: _run(m, config) for m in (honest, masked)}
+  assert len(calls) == 2  # over the limit: crafted in-program
+  for precision, rows in kept.items():
+    for cell, m in rows.items():
+      other = inline[precision][cell]
+      assert abs(m['accuracy_transfer'] - other['accuracy_transfer']) <= (
+          1 / N + 1e-9), (precision, cell)
+      assert m['accuracy'] == other['accuracy']
 
 
 def test_fgsm_cells_match_attacks_fgsm():
