@@ -119,7 +119,7 @@ def _prepare_pixelate(table, h, w):
   return out, static
 
 
-def _box_pass(x, taps, weight, lo, axis, group=1):
+def _box_pass(x, taps, weight, lo, axis):
   """One PIL BOX round trip (down and back up) of uint8 values on `axis`.
 
   Args:
@@ -127,22 +127,17 @@ def _box_pass(x, taps, weight, lo, axis, group=1):
     taps: bool [K, n]: offset lo + k feeds output j.
     weight: int32 [n]: the integer weight of each output's box.
     lo: the smallest offset (static).
-    axis: the axis to resample, of length n * group.
-    group: consecutive values per position (3 when `axis` is a flattened
-      width x channels axis: shifts along a long minor axis vectorise well,
-      shifts along the width of an HWC array with 3-wide rows do not).
+    axis: the axis to resample, of length n.
   """
   n = x.shape[axis]
   k = taps.shape[0]
-  taps = jnp.repeat(taps, group, axis=1)
-  weight = jnp.repeat(weight, group)
-  before, after = max(-lo, 0) * group, max(lo + k - 1, 0) * group
+  before, after = max(-lo, 0), max(lo + k - 1, 0)
   xp = filters.pad_axis(x, axis, before, after, 'zero')
   shape = [1] * x.ndim
   shape[axis] = n
   acc = None
   for t in range(k):
-    start = before + (lo + t) * group
+    start = before + lo + t
     sl = jax.lax.slice_in_dim(xp, start, start + n, axis=axis)
     term = jnp.where(taps[t].reshape(shape), sl, 0)
     acc = term if acc is None else acc + term  # <= 5 * 255: int16 holds it

@@ -52,18 +52,18 @@ def plasma_fractal(draw, mapsize: int, decay) -> jax.Array:
   """
   levels = int(np.log2(mapsize))
   decay = jnp.asarray(decay, jnp.float32)
+  nxt = lambda a, axis: jnp.roll(a, -1, axis)  # neighbour at +1 (wraps)
+  prv = lambda a, axis: jnp.roll(a, 1, axis)  # neighbour at -1 (wraps)
   m = jnp.zeros((1, 1), jnp.float32)  # the grid of step mapsize
   for l in range(levels):
     h = mapsize >> (l + 1)
     wibble = 100.0 / decay**l
     u = (wibble * wibble) * draw(l, h)  # [2g, 2g] on the grid of step h
-    nxt = lambda a, axis: jnp.roll(a, -1, axis)  # neighbour at +1 (wraps)
     # Squares at (2i+1, 2j+1): the four corners m[i(+1), j(+1)].
     rows = m + nxt(m, 0)
     sq = (rows + nxt(rows, 1)) / 4 + u[1::2, 1::2]
     # Diamonds at (2i, 2j+1): squares above / below, m left / right; and
     # at (2i+1, 2j): squares left / right, m above / below.
-    prv = lambda a, axis: jnp.roll(a, 1, axis)
     d_row = (prv(sq, 0) + sq + m + nxt(m, 1)) / 4 + u[0::2, 1::2]
     d_col = (prv(sq, 1) + sq + m + nxt(m, 0)) / 4 + u[1::2, 0::2]
     g = 2 * m.shape[0]

@@ -22,6 +22,14 @@ def images_to_float(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32) / 255.0
 
 
+def _float_images(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """The batch with uint8 images as float32 in [0, 1]."""
+  batch = dict(batch)
+  if batch['image'].dtype == jnp.uint8:
+    batch['image'] = images_to_float(batch['image'])
+  return batch
+
+
 class Evaluator:
   """Runs per-example functions over batches and returns exact sums.
 
@@ -40,10 +48,7 @@ class Evaluator:
     if fn not in self._compiled:
 
       def step(variables, batch, key):
-        batch = dict(batch)
-        if batch['image'].dtype == jnp.uint8:
-          batch['image'] = images_to_float(batch['image'])
-        values = fn(variables, batch, key)
+        values = fn(variables, _float_images(batch), key)
         mask = batch['mask'].astype(jnp.float32)
         sums = {k: jnp.sum(v.astype(jnp.float32) * mask)
                 for k, v in values.items()}
@@ -59,12 +64,10 @@ class Evaluator:
     if key not in self._compiled:
 
       def step(variables, batch, key):
-        batch = dict(batch)
-        if batch['image'].dtype == jnp.uint8:
-          batch['image'] = images_to_float(batch['image'])
-        return fn(variables, batch, key)
+        return fn(variables, _float_images(batch), key)
 
-      spec = jax.sharding.PartitionSpec(*([None] * axis + [mesh_lib.DATA_AXIS]))
+      spec = jax.sharding.PartitionSpec(
+          *([None] * axis + [mesh_lib.DATA_AXIS]))
       self._compiled[key] = jax.jit(
           step, out_shardings=jax.sharding.NamedSharding(self.mesh, spec))
     return self._compiled[key]

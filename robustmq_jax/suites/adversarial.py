@@ -62,6 +62,7 @@ from robustmq_jax.attacks import masking
 from robustmq_jax.data.base import iter_batches
 from robustmq_jax.suites import adversarial_config
 from robustmq_jax.suites import base
+from robustmq_jax.suites import clean
 from robustmq_jax.suites import transfer_cache
 
 # Re-exported: the suite's configuration lives in `adversarial_config`.
@@ -163,14 +164,6 @@ class AdversarialSuite(base.Suite):
       self._fns[cache_key] = craft
     return self._fns[cache_key]
 
-  def _score_fn(self, apply):
-    """Per-example fn: correct on the (adversarial) batch images."""
-    cache_key = ('score', apply)
-    if cache_key not in self._fns:
-      self._fns[cache_key] = lambda v, b, k: {
-          'correct': _correct(apply(v, b['image']), b['label'])}
-    return self._fns[cache_key]
-
   def run(self, ctx, model, cells) -> Iterator[tuple[base.Cell, dict[str,
                                                                       Any]]]:
     s = _Settings(ctx.config, model.image_size).cfg
@@ -220,7 +213,7 @@ class AdversarialSuite(base.Suite):
         # sliced away.
         load = lambda chunk: images[[rows.get(int(i), 0) for i in chunk]]
         scored = ctx.evaluator.sums(
-            self._score_fn(model.apply), batches(load),
+            clean.correct_fn(model.apply), batches(load),
             variables=model.variables, total=len(ids),
             desc=desc + ' transfer')
         sums['correct_transfer'] = scored['correct']
