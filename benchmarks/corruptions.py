@@ -99,6 +99,9 @@ def main():
                       help='stop the reference after this long (seconds)')
   parser.add_argument('--names', default='all')
   args = parser.parse_args()
+  for flag in ('repeats', 'rounds', 'batch'):
+    if getattr(args, flag) < 1:
+      parser.error(f'--{flag}={getattr(args, flag)}: must be an integer >= 1')
   names = (corruptions.list_corruptions() if args.names == 'all'
            else args.names.split(','))
   images = photos(args.batch)
