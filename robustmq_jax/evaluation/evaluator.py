@@ -44,8 +44,9 @@ class Evaluator:
     self.log_every_s = log_every_s
     self._compiled: dict[Any, Callable] = {}
 
-  def _step(self, fn: PerExampleFn) -> Callable:
-    if fn not in self._compiled:
+  def _step(self, fn: PerExampleFn, keep: tuple[str, ...] = ()) -> Callable:
+    cache_key = (fn, keep) if keep else fn
+    if cache_key not in self._compiled:
 
       def step(variables, batch, key):
         values = fn(variables, _float_images(batch), key)
@@ -53,11 +54,19 @@ class Evaluator:
         sums = {k: jnp.sum(v.astype(jnp.float32) * mask)
                 for k, v in values.items()}
         sums['n'] = jnp.sum(mask)
+        if keep:
+          # Per-example outcomes, replicated: a few bytes per example, and
+          # every process then sees the whole global batch's results.
+          kept = {k: values[k].astype(jnp.bool_) for k in keep
+                  if k in values}
+          kept['id'] = batch['id']
+          kept['mask'] = batch['mask'].astype(jnp.bool_)
+          return sums, kept
         return sums
 
-      self._compiled[fn] = jax.jit(
+      self._compiled[cache_key] = jax.jit(
           step, out_shardings=mesh_lib.replicated(self.mesh))
-    return self._compiled[fn]
+    return self._compiled[cache_key]
 
   def _map_step(self, fn: PerExampleFn, axis: int) -> Callable:
     key = ('map', fn, axis)
@@ -122,7 +131,8 @@ class Evaluator:
       key: jax.Array | None = None,
       total: int | None = None,
       desc: str = '',
-  ) -> dict[str, float]:
+      keep: tuple[str, ...] = (),
+  ) -> 'Sums':
     """Sums `fn`'s per-example values over all (unpadded) examples.
 
     Args:
@@ -135,17 +145,30 @@ class Evaluator:
         from `batch['id']`, never from the batch position).
       total: expected number of examples on all hosts, for progress/ETA.
       desc: label for the progress log.
+      keep: per-example boolean outputs of `fn` to keep (e.g. 'correct'),
+        for paired comparisons in the report; part of the compile key.
 
     Returns:
-      Python floats: each metric's sum and 'n', the number of real examples.
+      Python floats: each metric's sum and 'n', the number of real examples;
+      `.outcomes` maps each kept name to (example ids, booleans) over all
+      processes' real examples.
     """
-    step = self._step(fn)
+    keep = tuple(keep)
+    step = self._step(fn, keep)
     key = jax.random.key(0) if key is None else key
-    acc: dict[str, float] = {}
+    acc = Sums()
+    kept: dict[str, list[np.ndarray]] = {}
     start = last = time.perf_counter()
     for batch in batches:
       global_batch = mesh_lib.to_global(self.mesh, batch.as_dict())
-      out = jax.device_get(step(variables, global_batch, key))
+      out = step(variables, global_batch, key)
+      if keep:
+        out, per_example = jax.device_get(out)
+        real = np.asarray(per_example.pop('mask'), bool)
+        for k, v in per_example.items():
+          kept.setdefault(k, []).append(np.asarray(v)[real])
+      else:
+        out = jax.device_get(out)
       for k, v in out.items():
         acc[k] = acc.get(k, 0.0) + float(np.asarray(v, np.float64))
       now = time.perf_counter()
@@ -155,7 +178,22 @@ class Evaluator:
         eta = ((total - acc['n']) / rate) if total and rate else float('nan')
         logging.info('%s: %d/%s images, %.1f img/s, ETA %.0fs', desc,
                      acc['n'], total or '?', rate, eta)
+    if kept:
+      ids = np.concatenate(kept.pop('id'))
+      acc.outcomes = {k: (ids, np.concatenate(v)) for k, v in kept.items()}
     return acc
+
+
+class Sums(dict):
+  """`Evaluator.sums`' result: {metric: sum}, plus kept per-example outcomes.
+
+  Attributes:
+    outcomes: {name: (ids, booleans)} for the names passed as `keep`.
+  """
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.outcomes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def _local_rows(x: jax.Array, axis: int) -> np.ndarray:

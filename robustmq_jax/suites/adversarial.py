@@ -60,6 +60,7 @@ from robustmq_jax import attacks
 from robustmq_jax.attacks import losses
 from robustmq_jax.attacks import masking
 from robustmq_jax.data.base import iter_batches
+from robustmq_jax.results import outcomes
 from robustmq_jax.suites import adversarial_config
 from robustmq_jax.suites import base
 from robustmq_jax.suites import clean
@@ -205,7 +206,7 @@ class AdversarialSuite(base.Suite):
       desc = (f'adversarial {kind} {model.name} {model.precision} '
               f'eps={p["eps"]:.4g}')
       sums = ctx.evaluator.sums(fn, batches(), variables=variables, key=key,
-                                total=len(ids), desc=desc)
+                                total=len(ids), desc=desc, keep=('correct',))
       if kept is not None:
         images, rows = kept
         # .get: another process's id only reaches `load` for the empty
@@ -217,7 +218,9 @@ class AdversarialSuite(base.Suite):
             variables=model.variables, total=len(ids),
             desc=desc + ' transfer')
         sums['correct_transfer'] = scored['correct']
-      yield cell, _metrics(kind, sums, s.masking_margin)
+      metrics = _metrics(kind, sums, s.masking_margin)
+      metrics[outcomes.FIELD] = outcomes.from_sums(sums)
+      yield cell, metrics
 
   def summarize(self, rows: Sequence[Mapping[str, Any]]) -> str:
     rows = [r for r in rows if r.get('suite') == self.name]

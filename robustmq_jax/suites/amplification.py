@@ -37,6 +37,7 @@ import numpy as np
 from robustmq_jax import attacks
 from robustmq_jax.defenses import amplification as amp
 from robustmq_jax.errors import invalid
+from robustmq_jax.results import outcomes
 from robustmq_jax.suites import base
 
 KINDS = ('pgd_float', 'pgd_self', 'random')
@@ -169,11 +170,13 @@ class AmplificationSuite(base.Suite):
       sums = ctx.evaluator.sums(
           self._fns[cache_key], ctx.batches(ids=ids), variables=variables,
           key=key, total=len(ids),
-          desc=f'amplification {kind} {model.name} {model.precision}')
+          desc=f'amplification {kind} {model.name} {model.precision}',
+          keep=('correct',))
       n = sums['n']
       gain = {k: sums['gain/' + k] / n for k in order}
       rel = {k: sums['rel/' + k] / n for k in order}
       yield cell, {'accuracy': sums['correct'] / n, 'n': int(n),
+                   outcomes.FIELD: outcomes.from_sums(sums),
                    'layers': order, 'gain': gain, 'relative': rel,
                    'gain_logits': gain[order[-1]],
                    'gain_max': max(gain.values())}

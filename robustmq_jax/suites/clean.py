@@ -5,6 +5,7 @@ from typing import Any, Iterator, Sequence
 
 import jax.numpy as jnp
 
+from robustmq_jax.results import outcomes
 from robustmq_jax.suites import base
 
 
@@ -35,8 +36,10 @@ class CleanSuite(base.Suite):
     for cell in cells:
       s = ctx.evaluator.sums(correct_fn(model.apply), ctx.batches(),
                              variables=model.variables, total=ctx.num_examples,
-                             desc=f'clean {model.name} {model.precision}')
-      metrics = {'accuracy': s['correct'] / s['n'], 'n': int(s['n'])}
+                             desc=f'clean {model.name} {model.precision}',
+                             keep=('correct',))
+      metrics = {'accuracy': s['correct'] / s['n'], 'n': int(s['n']),
+                 outcomes.FIELD: outcomes.from_sums(s)}
       if model.serve_apply is not None:
         t = ctx.evaluator.sums(correct_fn(model.serve_apply), ctx.batches(),
                                variables=model.serve_variables,

@@ -52,6 +52,7 @@ from robustmq_jax.corruptions import jpeg as jpeg_lib
 from robustmq_jax.corruptions import report
 from robustmq_jax.errors import invalid
 from robustmq_jax.errors import UserError
+from robustmq_jax.results import outcomes
 from robustmq_jax.suites import base
 
 _FIELDS = ('names', 'severities', 'table', 'jpeg_q85', 'truncate',
@@ -59,6 +60,7 @@ _FIELDS = ('names', 'severities', 'table', 'jpeg_q85', 'truncate',
 _MODES = ('fused', 'cached')
 # 'cached' mode keeps at most this many bytes of corrupted images in memory.
 _CACHE_LIMIT_BYTES = 2 << 30
+_OUT = outcomes.FIELD
 _TABLES = ('auto',) + corruptions.params.TABLE_NAMES
 
 
@@ -312,8 +314,8 @@ class CorruptionSuite(base.Suite):
       if noise == 'none':
         s = ctx.evaluator.sums(self._clean_fn(model.apply),
                                ctx.batches(ids=ids), variables=model.variables,
-                               total=len(ids), desc=desc)
-        results = {0: s}
+                               total=len(ids), desc=desc, keep=('correct/0',))
+        results = {0: {**s, _OUT: outcomes.from_sums(s, 'correct/0')}}
       elif mode == 'cached':
         # All severities of the whole run's subset: reused by every model
         # and precision of this image size.
@@ -328,21 +330,25 @@ class CorruptionSuite(base.Suite):
             # .get: see the adversarial suite's transfer images.
             return stack[[row.get(int(i), 0) for i in chunk]]
 
-          results[sev] = ctx.evaluator.sums(
+          r = ctx.evaluator.sums(
               self._clean_fn(model.apply), ctx.batches(ids=ids, load=load),
               variables=model.variables, total=len(ids),
-              desc=f'{desc} severity {sev}')
+              desc=f'{desc} severity {sev}', keep=('correct/0',))
+          results[sev] = {**r, _OUT: outcomes.from_sums(r, 'correct/0')}
       else:
         fn = self._fn(model.apply, noise, sevs, table, q85,
                       bool(cfg.get('truncate', True)))
         s = ctx.evaluator.sums(fn, ctx.batches(ids=ids),
                                variables=model.variables, key=rng_key,
-                               total=len(ids), desc=desc)
-        results = {sev: {'correct/0': s[f'correct/{sev}'], 'n': s['n']}
+                               total=len(ids), desc=desc,
+                               keep=tuple(f'correct/{sev}' for sev in sevs))
+        results = {sev: {'correct/0': s[f'correct/{sev}'], 'n': s['n'],
+                         _OUT: outcomes.from_sums(s, f'correct/{sev}')}
                    for sev in sevs}
       for c in group:
         r = results[int(c.params['severity'])]
-        yield c, {'accuracy': r['correct/0'] / r['n'], 'n': int(r['n'])}
+        yield c, {'accuracy': r['correct/0'] / r['n'], 'n': int(r['n']),
+                  _OUT: r[_OUT]}
 
   def _run_prepared(self, ctx, model, cfg, noise, group):
     """Cells read from a prepared ImageNet-C folder."""
@@ -364,8 +370,10 @@ class CorruptionSuite(base.Suite):
           process_count=jax.process_count())
       s = ctx.evaluator.sums(fn, batches, variables=model.variables,
                              total=len(ids),
-                             desc=f'imagenet-c {model.name} {noise} {sev}')
-      yield c, {'accuracy': s['correct/0'] / s['n'], 'n': int(s['n'])}
+                             desc=f'imagenet-c {model.name} {noise} {sev}',
+                             keep=('correct/0',))
+      yield c, {'accuracy': s['correct/0'] / s['n'], 'n': int(s['n']),
+                _OUT: outcomes.from_sums(s, 'correct/0')}
 
   def summarize(self, rows) -> str:
     return report.summarize(rows, order=corruptions.ALL)

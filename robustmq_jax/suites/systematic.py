@@ -35,6 +35,7 @@ import numpy as np
 from robustmq_jax import systematic
 from robustmq_jax.errors import invalid
 from robustmq_jax.evaluation import mesh as mesh_lib
+from robustmq_jax.results import outcomes
 from robustmq_jax.suites import base
 from robustmq_jax.systematic import batch as batch_lib
 from robustmq_jax.systematic import resample
@@ -257,10 +258,12 @@ class SystematicSuite(base.Suite):
           self._fn(model.apply, methods),
           self._batches(ctx, ids, decoder, methods, proto),
           variables=model.variables, total=len(ids),
-          desc=f'systematic {model.name} {model.precision} {decoder}')
+          desc=f'systematic {model.name} {model.precision} {decoder}',
+          keep=tuple(f'correct/{m}' for m in methods))
       for c in group:
         yield c, {
             'accuracy': s[f'correct/{c.noise}'] / s['n'],
+            outcomes.FIELD: outcomes.from_sums(s, f'correct/{c.noise}'),
             'n': int(s['n']),
             'decode_failures': int(round(s['decode_failed'])),
             'decoder_library': libs[decoder],
