@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
     'matplotlib>=3.8',
     'safetensors>=0.4',  # Quantized checkpoints (quant/storage.py).
     'scikit-image>=0.24',
+    'statsmodels>=0.14',  # Intervals and tests of the findings.
+    'Jinja2>=3.1',  # report.html.
 ]
 
 EXTRAS = {
