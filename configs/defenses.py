@@ -26,6 +26,7 @@ Regenerate the shipped sample checkpoints:
 
 from robustmq_jax import study
 from robustmq_jax.defenses import settings as defense_settings
+from robustmq_jax.errors import invalid
 from robustmq_jax.suites import amplification
 
 SAMPLE_MODELS = {'sample': ('resnet20_cifar', 'vit_tiny_patch4_32'),
@@ -33,14 +34,18 @@ SAMPLE_MODELS = {'sample': ('resnet20_cifar', 'vit_tiny_patch4_32'),
                  'sample_vit': ('vit_tiny_patch4_32',)}
 METHODS = ('ptq', 'lsq', 'dq', 'adv_ptq', 'laaq')
 BITS = ('w4a4', 'w2a2')
+ARGS = {
+    'imagenet': 'ImageNet ResNet-18; DQ, LAAQ trained by the run (default)',
+    'sample': 'embedded sample, ResNet-20 and small ViT (~1 h CPU)',
+    'sample_resnet': 'embedded sample, ResNet-20 only',
+    'sample_vit': 'embedded sample, small ViT only',
+}
 
 
 def get_config(arg=None):
   arg = arg or 'imagenet'
   if arg not in tuple(SAMPLE_MODELS) + ('imagenet',):
-    raise ValueError(f'config arg {arg!r} is not valid; allowed: '
-                     f'{", ".join(repr(a) for a in SAMPLE_MODELS)}, '
-                     "'imagenet'.")
+    raise invalid('config arg', arg, tuple(ARGS))
   sample = arg != 'imagenet'
   c = study.study_config(
       'sample' if sample else 'imagenet', imagenet_model='resnet18',

@@ -11,6 +11,8 @@ Embedded sample (CIFAR-style ResNet-20, fp32/w8a8/w6a6/w4a4/w2a2):
 
 from robustmq_jax import study
 
+ARGS = study.ARGS
+
 
 def get_config(arg=None):
   return study.study_config(

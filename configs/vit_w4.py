@@ -11,6 +11,8 @@ Embedded sample (small ViT, fp32/w8a8/w6a6/w4a4/w2a2; the README quickstart):
 
 from robustmq_jax import study
 
+ARGS = study.ARGS
+
 
 def get_config(arg=None):
   return study.study_config(

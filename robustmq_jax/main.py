@@ -1,50 +1,72 @@
 r"""The main job.
 
   python -m robustmq_jax.main --config=configs/vit_w4.py:sample \
-      --workdir=/tmp/robustmq
+      --workdir=/tmp/robustmq [--config.FIELD=VALUE ...]
 
-Flags, JAX setup, then `runner.run(config, workdir)`. Bad input ends with one
-sentence on stderr and exit code 2.
+Flags, JAX setup, then `runner.run(settings, workdir)`. The config is loaded,
+overridden and validated once (robustmq_jax/settings.py) before anything is
+written; bad input ends with one sentence on stderr and exit code 2.
 """
 
 import sys
+from typing import Sequence
 
 from absl import app
 from absl import flags
 from absl import logging
 import jax
-from ml_collections import config_flags
 
+from robustmq_jax import cli
 from robustmq_jax import runner
+from robustmq_jax import settings as settings_lib
 from robustmq_jax.errors import UserError
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/vit_w4.py or '
-    'configs/vit_w4.py:sample.', lock_config=True)
+_CONFIG = flags.DEFINE_string(
+    'config', None, 'Config file and arg, e.g. configs/vit_w4.py:sample.')
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Output folder (results, report, cache).')
 _MULTIHOST = flags.DEFINE_bool(
     'multihost', False, 'Call jax.distributed.initialize() (TPU pods, SLURM, '
     'or JAX_COORDINATOR_ADDRESS etc. in the environment).')
-flags.mark_flags_as_required(['config', 'workdir'])
+
+_OVERRIDES: list[tuple[str, str]] = []
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if _MULTIHOST.value:
-    jax.distributed.initialize()
-  logging.info('JAX: %d process(es), %d device(s) (%s)', jax.process_count(),
-               jax.device_count(), jax.devices()[0].platform)
+def _parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing, with `--config.x=y` set aside and errors as exit 2."""
+  if any(a in ('-h', '--help', '-help', '--helpshort') for a in argv[1:]):
+    cli.print_and_exit(cli.help_text(argv[0]))
   try:
-    runner.run(_CONFIG.value, _WORKDIR.value)
+    rest, overrides = cli.split_argv(argv)
+    _OVERRIDES[:] = overrides
+    return flags.FLAGS(rest)
+  except flags.Error as e:
+    cli.fail(f'{e}; see --help.')
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    cli.fail(str(e))
 
 
-def entry():
-  app.run(main)
+def main(argv: Sequence[str]) -> None:
+  try:
+    if len(argv) > 1:
+      raise UserError(f'unexpected arguments {argv[1:]}; allowed: flags '
+                      'only (--config, --workdir, --config.FIELD=VALUE).')
+    for name in ('config', 'workdir'):
+      if not flags.FLAGS[name].value:
+        raise UserError(f'--{name} is required; see --help.')
+    if _MULTIHOST.value:  # Before anything asks JAX for its devices.
+      jax.distributed.initialize()
+    settings = settings_lib.load(_CONFIG.value, _OVERRIDES)
+    settings_lib.check_workdir(_WORKDIR.value)
+    logging.info('JAX: %d process(es), %d device(s) (%s)', jax.process_count(),
+                 jax.device_count(), jax.devices()[0].platform)
+    runner.run(settings, _WORKDIR.value)
+  except UserError as e:
+    cli.fail(str(e))
+
+
+def entry() -> None:
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

@@ -16,14 +16,13 @@ import ml_collections
 import numpy as np
 
 from robustmq_jax import checkpoints
-from robustmq_jax import config_fields
 from robustmq_jax import data as data_lib
 from robustmq_jax import models as models_lib
 from robustmq_jax import quant
+from robustmq_jax import settings as settings_lib
 from robustmq_jax import suites as suites_lib
 from robustmq_jax.defenses import build as defense_build
 from robustmq_jax.defenses import settings as defense_settings
-from robustmq_jax.errors import invalid
 from robustmq_jax.errors import UserError
 from robustmq_jax.evaluation import Evaluator
 from robustmq_jax.evaluation import make_mesh
@@ -34,46 +33,9 @@ from robustmq_jax.results import ResultStore
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@dataclasses.dataclass
-class Plan:
-  """The validated run: what to evaluate."""
-  models: list[str]
-  precisions: list[str]
-  suites: list[suites_lib.Suite]
-
-
-def validate(config: ml_collections.ConfigDict) -> Plan:
-  """Checks every field; raises UserError naming the first bad one."""
-  model_names = config_fields.name_list(config, 'models')
-  for m in model_names:
-    if m not in models_lib.list_models():
-      raise invalid('config.models', m, models_lib.list_models())
-  precisions = config_fields.name_list(config, 'precisions')
-  for p in precisions:
-    # 'w4a4' or with a method suffix ('w4a4:dq', 'fp32:adv'; see
-    # robustmq_jax/defenses/settings.py).
-    defense_settings.validate_precision(p, 'config.precisions')
-  suite_names = config_fields.name_list(config, 'suites')
-  suites = []
-  for s in suite_names:
-    if s not in suites_lib.list_suites():
-      raise invalid('config.suites', s, suites_lib.list_suites())
-    suites.append(suites_lib.get_suite(s))
-  config_fields.check_int(config, 'batch_size', minimum=1,
-                          multiple_of=jax.device_count())
-  config_fields.check_int(config, 'seed', minimum=0)
-  config_fields.check_int(config, 'data.num_examples', minimum=0)
-  if not isinstance(config.data.get('source'), str):
-    raise invalid('config.data.source', config.data.get('source'),
-                  data_lib.SOURCES)
-  if any(p != quant.FLOAT_PRECISION for p in precisions):
-    quant.validate_config(config.get('quant'))
-  if any(defense_settings.split_precision(p)[1] in defense_settings.METHODS
-         for p in precisions):
-    defense_settings.validate_config(config.get('quant'))
-  for s in suites:
-    s.validate(config)
-  return Plan(model_names, precisions, suites)
+Settings = settings_lib.Settings
+# Validates a ConfigDict into Settings (kept for callers of the old name).
+validate = settings_lib.from_config
 
 
 def resolve_path(path: str) -> str:
@@ -83,9 +45,9 @@ def resolve_path(path: str) -> str:
   return os.path.join(REPO_ROOT, path)
 
 
-def load_float_model(config, name: str):
+def load_float_model(settings: Settings, name: str):
   """Returns (module, variables, spec) of the float checkpoint of `name`."""
-  ckpts = config.get('checkpoints') or {}
+  ckpts = settings.checkpoints
   if name not in ckpts:
     raise UserError(
         f'config.checkpoints has no entry for model {name!r}; set '
@@ -93,7 +55,7 @@ def load_float_model(config, name: str):
         'scripts/train.py or scripts/convert_weights.py).')
   path = resolve_path(ckpts[name])
   if not os.path.isdir(path):
-    hint = config.get('checkpoint_hint') or (
+    hint = settings.checkpoint_hint or (
         'convert pretrained weights with `python scripts/convert_weights.py '
         '--family {torchvision,timm,big_vision} --arch ARCH --input FILE '
         f'--output {ckpts[name]}` (see checkpoints/README.md)')
@@ -114,8 +76,8 @@ def _float_model_under_test(name, module, variables, info):
       variables=variables, image_size=info.image_size, method='float')
 
 
-def _method(config, precision: str) -> str:
-  return defense_settings.method_of(precision, config.get('quant'))
+def _method(settings: Settings, precision: str) -> str:
+  return defense_settings.method_of(precision, settings.config.get('quant'))
 
 
 def _broadcast_todo(todo: np.ndarray) -> np.ndarray:
@@ -126,50 +88,55 @@ def _broadcast_todo(todo: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.broadcast_one_to_all(todo))
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+def run(config: ml_collections.ConfigDict | Settings,
+        workdir: str) -> list[dict[str, Any]]:
   """Evaluates every model x precision x suite cell not already stored.
 
   Args:
-    config: the run config (see configs/).
+    config: the run settings (`settings.load`), or a config (see configs/)
+      to validate first.
     workdir: output folder: results.jsonl, report.md, results.csv, plots,
       cache/.
 
   Returns:
     All rows of results.jsonl (this run's and earlier ones).
   """
-  plan = validate(config)
+  settings = settings_lib.from_config(config)
+  settings_lib.check_workdir(workdir)
+  suites = settings.suite_objects()
   writer = jax.process_index() == 0
   store = ResultStore(workdir, writer=writer)
   mesh = make_mesh()
-  evaluator = Evaluator(mesh, log_every_s=config.get('log_every_s', 10.0))
-  source = config.data.source
-  data_dir = config.data.get('data_dir') or None
+  evaluator = Evaluator(mesh, log_every_s=settings.log_every_s)
+  source = settings.data.source
+  data_dir = settings.data.data_dir or None
   cache_dir = os.path.join(workdir, 'cache')
   datasets = {}
 
-  for name in plan.models:
+  for name in settings.models:
     info = models_lib.model_info(name)
     if info.image_size not in datasets:
       datasets[info.image_size] = data_lib.get_dataset(
           source, data_dir=data_dir, image_size=info.image_size)
     dataset = datasets[info.image_size]
     ctx = suites_lib.SuiteContext(
-        config=config, dataset=dataset, evaluator=evaluator,
-        batch_size=config.batch_size, seed=config.seed, cache_dir=cache_dir,
-        num_examples=min(config.data.num_examples or dataset.num_examples,
+        config=settings.config, dataset=dataset, evaluator=evaluator,
+        batch_size=settings.batch_size, seed=settings.seed,
+        cache_dir=cache_dir,
+        num_examples=min(settings.data.num_examples or dataset.num_examples,
                          dataset.num_examples))
     float_mut = None
     # Suites list cells from metadata only: `apply` is None on these stubs.
     float_stub = suites_lib.ModelUnderTest(
         name=name, precision=quant.FLOAT_PRECISION, apply=None,
         variables=None, image_size=info.image_size, method='float')
-    for precision in plan.precisions:
+    for precision in settings.precisions:
       stub = float_stub if precision == quant.FLOAT_PRECISION else (
           dataclasses.replace(float_stub, precision=precision,
-                              method=_method(config, precision),
+                              method=_method(settings, precision),
                               float_model=float_stub))
       work = []
-      for suite in plan.suites:
+      for suite in suites:
         for cell in suite.cells(ctx, stub):
           key = _row_key(dataset, stub, suite, cell, ctx)
           work.append((suite, cell, key))
@@ -180,7 +147,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
                      len(work))
         continue
       if float_mut is None:
-        module, variables, spec = load_float_model(config, name)
+        module, variables, spec = load_float_model(settings, name)
         float_mut = _float_model_under_test(
             name, module, replicate(mesh, variables), info)
         float_spec = spec
@@ -188,9 +155,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
         mut = float_mut
       else:
         mut = _quantized_model_under_test(
-            config, name, float_mut, float_spec, precision, source, data_dir,
+            settings, name, float_mut, float_spec, precision, source, data_dir,
             info, cache_dir, mesh)
-      for suite in plan.suites:
+      for suite in suites:
         cells = [c for (s, c, _), t in zip(work, todo) if s is suite and t]
         if not cells:
           continue
@@ -221,13 +188,13 @@ def _row_key(dataset, model, suite, cell, ctx) -> dict[str, Any]:
   }
 
 
-def _quantized_model_under_test(config, name, float_mut, float_spec,
+def _quantized_model_under_test(settings: Settings, name, float_mut, float_spec,
                                 precision, source, data_dir, info, cache_dir,
                                 mesh):
-  train_source = config.data.get('train_source') or source
+  train_source = settings.data.train_source or source
 
   def train_arrays():
-    split = None if config.data.get('train_source') else 'train'
+    split = None if settings.data.train_source else 'train'
     ds = data_lib.get_dataset(train_source, split=split, data_dir=data_dir,
                               image_size=info.image_size)
     return ds.arrays()
@@ -236,13 +203,14 @@ def _quantized_model_under_test(config, name, float_mut, float_spec,
       model_name=name, model_kwargs=float_spec.get('model_kwargs', {}),
       num_classes=float_spec['num_classes'],
       float_variables=float_mut.variables, precision=precision,
-      qconfig=config.get('quant'), train_arrays=train_arrays,
-      cache_dir=os.path.join(cache_dir, 'quant'), mesh=mesh, seed=config.seed)
+      qconfig=settings.config.get('quant'), train_arrays=train_arrays,
+      cache_dir=os.path.join(cache_dir, 'quant'), mesh=mesh,
+      seed=settings.seed)
   # Precisions naming their method ('w4a4:dq') go through the defenses.
   build = (defense_build.build if defense_settings.has_method(precision)
            else quant.build)
   fields = build(request)
-  fields.setdefault('method', _method(config, precision))
+  fields.setdefault('method', _method(settings, precision))
   for k in ('variables', 'serve_variables'):
     if fields.get(k) is not None:
       fields[k] = replicate(mesh, fields[k])

@@ -1,25 +1,25 @@
 """Shared defaults of the study configs in configs/ (no files, no devices)."""
 
-import importlib
+from typing import Mapping
 
 import ml_collections
 
+from robustmq_jax import quant
 from robustmq_jax import systematic
+from robustmq_jax.errors import invalid
 from robustmq_jax.suites import adversarial
+from robustmq_jax.suites import corruption
+from robustmq_jax.suites import systematic as systematic_suite
 
 SAMPLE_PRECISIONS = ('fp32', 'w8a8', 'w6a6', 'w4a4', 'w2a2')
 ALL_SUITES = ('clean', 'adversarial', 'corruption', 'systematic')
 VARIANTS = ('', 'imagenet', 'sample', 'sample_full')
-
-
-def _default(module: str, *args) -> ml_collections.ConfigDict:
-  """`robustmq_jax.<module>.default_config(*args)` (empty if not defined)."""
-  try:
-    mod = importlib.import_module(f'robustmq_jax.{module}')
-  except ModuleNotFoundError:
-    return ml_collections.ConfigDict()
-  fn = getattr(mod, 'default_config', None)
-  return fn(*args) if fn else ml_collections.ConfigDict()
+# The config args of a study config, as `--help` lists them.
+ARGS: Mapping[str, str] = {
+    'imagenet': 'ImageNet validation, converted checkpoint (default)',
+    'sample': 'embedded sample, small model, quickstart grid (~5 min CPU)',
+    'sample_full': 'embedded sample, every attack and decoder (~30 min CPU)',
+}
 
 
 def study_config(arg: str | None, *, imagenet_model: str, sample_model: str,
@@ -43,8 +43,7 @@ def study_config(arg: str | None, *, imagenet_model: str, sample_model: str,
   """
   arg = arg or ''
   if arg not in VARIANTS:
-    raise ValueError(f'config arg {arg!r} is not valid; allowed: '
-                     f'{", ".join(repr(v) for v in VARIANTS)}.')
+    raise invalid('config arg', arg, tuple(ARGS))
   sample = arg.startswith('sample')
   c = ml_collections.ConfigDict()
   model = sample_model if sample else imagenet_model
@@ -67,10 +66,10 @@ def study_config(arg: str | None, *, imagenet_model: str, sample_model: str,
   c.checkpoint_hint = (
       'train it with `python scripts/train.py --model=' + model +
       '` (see checkpoints/README.md)' if sample else '')
-  c.quant = _default('quant', 'sample' if sample else '')
-  c.adversarial = _default('suites.adversarial', image_size)
-  c.corruption = _default('suites.corruption', image_size)
-  c.systematic = _default('suites.systematic', image_size)
+  c.quant = quant.default_config('sample' if sample else '')
+  c.adversarial = adversarial.default_config(image_size)
+  c.corruption = corruption.default_config(image_size)
+  c.systematic = systematic_suite.default_config(image_size)
   if arg == 'sample_full':
     c.adversarial.attacks = adversarial.STANDARD_ATTACKS
     c.systematic.decoders = tuple(systematic.DECODERS)
