@@ -118,8 +118,8 @@ def test_validation_names_the_field(bad, match):
     suites.get_suite('adversarial').validate(config)
 
 
-def _run(model, config):
-  suite = suites.get_suite('adversarial')
+def _run(model, config, suite=None):
+  suite = suite or suites.get_suite('adversarial')
   ctx = _context(config)
   cells = suite.cells(ctx, model)
   return {(c.noise, round(c.params['eps'], 6)): m
@@ -162,11 +162,11 @@ def test_transfer_crafted_once_and_equal_to_in_program(monkeypatch):
 
   monkeypatch.setattr(Evaluator, 'map', counting_map)
   monkeypatch.setattr(suite, '_transfer', transfer_cache.TransferCache())
-  kept = {m.precision: _run(m, config) for m in (honest, masked)}
+  kept = {m.precision: _run(m, config, suite) for m in (honest, masked)}
   assert len(calls) == 2  # fgsm and pgd_linf, not once per model
   monkeypatch.setattr(suite, '_transfer',
                       transfer_cache.TransferCache(limit_bytes=0))
-  inline = {m.precision: _run(m, config) for m in (honest, masked)}
+  inline = {m.precision: _run(m, config, suite) for m in (honest, masked)}
   assert len(calls) == 2  # over the limit: crafted in-program
   for precision, rows in kept.items():
     for cell, m in rows.items():
@@ -183,7 +183,8 @@ def test_fgsm_cells_match_attacks_fgsm():
   a pixel by one float32 ulp)."""
   config = _config(attacks=('fgsm', 'pgd_linf'), linf_eps_255=(10.0, 25.0))
   fp, _, _ = _models()
-  rows = _run(fp, config)
+  suite = suites.get_suite('adversarial')
+  rows = _run(fp, config, suite)
   _, _, x, y = helpers.digits()
   x = np.round(x[:N] * 255).astype(np.uint8).astype(np.float32) / 255
   y = np.asarray(y[:N])
@@ -194,7 +195,6 @@ def test_fgsm_cells_match_attacks_fgsm():
     ok = clean_ok & (np.argmax(np.asarray(f(adv)), -1) == y)
     got = rows[('fgsm', round(e / 255, 6))]['accuracy']
     assert abs(got - ok.mean()) <= 1 / N + 1e-9, (e, got, ok.mean())
-  suite = suites.get_suite('adversarial')
   # No separate FGSM program was built: FGSM cells used the PGD one.
   assert suite._fns and all(k[0] != 'fgsm' for k in suite._fns)
 
@@ -227,3 +227,19 @@ def test_autoattack_and_square_rows_and_summary():
                n=10, accuracy=0.2, masking_flag=False)]
   assert 'Possible gradient masking' in suite.summarize(fake)
   assert suite.summarize([]) == ''
+
+
+def test_suites_are_per_run_and_release_their_programs():
+  """Each `get_suite` call is a new instance (a run owns its suites); after
+  `release` the compiled-function cache is empty and, with model_done, the
+  kept transfer adversarials too."""
+  config = _config(attacks=('fgsm',), linf_eps_255=(25.0,))
+  _, honest, _ = _models()
+  suite = suites.get_suite('adversarial')
+  assert suites.get_suite('adversarial') is not suite
+  _run(honest, config, suite)
+  assert suite._fns and suite._transfer._kept
+  suite.release()
+  assert not suite._fns and suite._transfer._kept
+  suite.release(model_done=True)
+  assert not suite._transfer._kept

@@ -44,6 +44,11 @@ class Evaluator:
     self.log_every_s = log_every_s
     self._compiled: dict[Any, Callable] = {}
 
+  def release(self) -> None:
+    """Forgets every compiled step (the runner calls it between models and
+    precisions, with `jax.clear_caches()`, so programs do not accumulate)."""
+    self._compiled.clear()
+
   def _step(self, fn: PerExampleFn, keep: tuple[str, ...] = ()) -> Callable:
     cache_key = (fn, keep) if keep else fn
     if cache_key not in self._compiled:

@@ -94,6 +94,11 @@ class AdversarialSuite(base.Suite):
     self._fns = {}
     self._transfer = transfer_cache.TransferCache()
 
+  def release(self, *, model_done: bool = False) -> None:
+    super().release(model_done=model_done)
+    if model_done:
+      self._transfer.clear()
+
   def validate(self, config) -> None:
     # Image size is unknown here; validation of values does not depend on it.
     _Settings(config, 224)
@@ -148,6 +153,13 @@ class AdversarialSuite(base.Suite):
                  model.serve_apply, fm.apply if fm is not None else None)
     if cache_key not in self._fns:
       self._fns[cache_key] = _build_fn(kind, dict(statics), model, fm)
+    return self._fns[cache_key]
+
+  def _score_fn(self, apply):
+    """Per-example top-1 of `apply` (scores kept transfer adversarials)."""
+    cache_key = ('score', apply)
+    if cache_key not in self._fns:
+      self._fns[cache_key] = clean.correct_fn(apply)
     return self._fns[cache_key]
 
   def _craft_fn(self, kind: str, statics: tuple, float_model):
@@ -214,7 +226,7 @@ class AdversarialSuite(base.Suite):
         # sliced away.
         load = lambda chunk: images[[rows.get(int(i), 0) for i in chunk]]
         scored = ctx.evaluator.sums(
-            clean.correct_fn(model.apply), batches(load),
+            self._score_fn(model.apply), batches(load),
             variables=model.variables, total=len(ids),
             desc=desc + ' transfer')
         sums['correct_transfer'] = scored['correct']

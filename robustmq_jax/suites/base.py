@@ -7,7 +7,9 @@ adds the full key to every row and writes it as soon as it is yielded, so an
 interrupted run resumes where it stopped.
 
 To add a suite: subclass `Suite`, give it a unique `name`, and decorate it with
-`@register`; import its module in `robustmq_jax/suites/__init__.py`. Its
+`@register`; import its module in `robustmq_jax/suites/__init__.py`. The
+registry holds classes: every run instantiates its own suites, so two runs in
+one process share no cache. Its
 config lives in `config.<name>` (a ConfigDict; may be absent) and it validates
 it in `validate`.
 """
@@ -162,25 +164,36 @@ class Suite(abc.ABC):
     'accuracy_int8', 'zero_grad_fraction').
     """
 
-  def summarize(self, rows: Sequence[Mapping[str, Any]]) -> str:
-    """Optional Markdown section for the report from this suite's rows."""
-    del rows
-    return ''
+  def release(self, *, model_done: bool = False) -> None:
+    """Drops what belongs to the model/precision just finished.
+
+    The runner calls it before the next precision (and with `model_done`
+    before the next model), so compiled programs and the weights their
+    closures hold do not pile up over a long grid. The default empties
+    `self._fns` (the per-example functions, each the key of a compiled
+    step); data caches have their own stated bounds, and those tied to one
+    model are dropped when `model_done`.
+    """
+    del model_done
+    fns = getattr(self, '_fns', None)
+    if isinstance(fns, dict):
+      fns.clear()
 
 
-_REGISTRY: dict[str, Suite] = {}
+_REGISTRY: dict[str, type[Suite]] = {}
 
 
 def register(cls: type[Suite]) -> type[Suite]:
-  """Class decorator adding a suite to the registry."""
-  _REGISTRY[cls.name] = cls()
+  """Class decorator adding a suite class to the registry."""
+  _REGISTRY[cls.name] = cls
   return cls
 
 
 def get_suite(name: str) -> Suite:
+  """A new instance of the named suite: each run owns its suites' state."""
   if name not in _REGISTRY:
     raise invalid('config.suites', name, sorted(_REGISTRY))
-  return _REGISTRY[name]
+  return _REGISTRY[name]()
 
 
 def list_suites() -> list[str]:

@@ -117,6 +117,12 @@ class SystematicSuite(base.Suite):
     # identity cannot be reused by another object)
     self._logged = set()
 
+  def release(self, *, model_done: bool = False) -> None:
+    # The resize programs depend on the mesh and methods only: kept.
+    del model_done
+    for key in [k for k in self._fns if k[0] != 'resize']:
+      del self._fns[key]
+
   # ------------------------------------------------------------- config
   def validate(self, config) -> None:
     cfg = _cfg(config)

@@ -27,6 +27,11 @@ class TransferCache:
     self._bytes = 0
     self._warned = False
 
+  def clear(self) -> None:
+    """Forgets every kept image (their float model is finished)."""
+    self._kept.clear()
+    self._bytes = 0
+
   def images(self, ctx, float_model, cell_key: Hashable, craft: Callable,
              variables: Any, key, batches: Callable[[], Any], n: int):
     """The adversarials of this process's rows and their row of each id.
