@@ -41,8 +41,8 @@ flags:
   --config=FILE[:ARG]    a config file (Python, get_config(arg)) and its arg
   --workdir=DIR          output folder: results.jsonl, report.md/html, cache/
   --multihost            call jax.distributed.initialize() (pods, SLURM)
-  -v 1                   log every row (default: one progress line)
-  --helpfull             every flag, absl's included
+  -v 0                   log every row (default: one progress line)
+  --helpfull             every flag, logging and JAX ones included
 
 configs (--config=FILE:ARG):
 {config_loading.describe_configs()}

@@ -10,6 +10,7 @@ failure is a `UserError` naming the flag, the value and what is allowed.
 
 import ast
 import glob
+import importlib.machinery
 import importlib.util
 import os
 import textwrap
@@ -49,10 +50,11 @@ def load_module(path: str, flag: str = '--config') -> Any:
     raise invalid(flag, path, 'a config file, e.g. ' +
                   ', '.join(config_files()))
   name = '_robustmq_config_' + os.path.splitext(os.path.basename(found))[0]
-  spec = importlib.util.spec_from_file_location(name, found)
-  module = importlib.util.module_from_spec(spec)
+  loader = importlib.machinery.SourceFileLoader(name, found)
+  module = importlib.util.module_from_spec(
+      importlib.util.spec_from_loader(name, loader))
   try:
-    spec.loader.exec_module(module)
+    loader.exec_module(module)
   except UserError:
     raise
   except Exception as e:  # pylint: disable=broad-except

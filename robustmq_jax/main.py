@@ -39,7 +39,10 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
   try:
     rest, overrides = cli.split_argv(argv)
     _OVERRIDES[:] = overrides
-    return flags.FLAGS(rest)
+    rest = flags.FLAGS(rest)
+    if flags.FLAGS['verbosity'].using_default_value:
+      flags.FLAGS.verbosity = -1  # Warnings; -v 0 logs every row.
+    return rest
   except flags.Error as e:
     cli.fail(f'{e}; see --help.')
   except UserError as e:

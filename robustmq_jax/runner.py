@@ -1,12 +1,18 @@
 """The main job: models x precisions x suites -> results.jsonl and a report.
 
-`run(config, workdir)` is what `python -m robustmq_jax.main` calls and what
+`run(settings, workdir)` is what `python -m robustmq_jax.main` calls and what
 tests call directly. Every process computes; process 0 alone decides which
 cells are already finished (and tells the others) and writes.
+
+Before anything is written or loaded, the run checks every checkpoint
+folder, hashes it (results/provenance.py), opens the datasets and lists every
+cell of the grid with its full key; finished cells are skipped, the rest are
+computed model by model, precision by precision, under one progress display.
 """
 
 import dataclasses
 import os
+import sys
 import time
 from typing import Any
 
@@ -18,6 +24,7 @@ import numpy as np
 from robustmq_jax import checkpoints
 from robustmq_jax import data as data_lib
 from robustmq_jax import models as models_lib
+from robustmq_jax import progress as progress_lib
 from robustmq_jax import quant
 from robustmq_jax import settings as settings_lib
 from robustmq_jax import suites as suites_lib
@@ -27,11 +34,11 @@ from robustmq_jax.errors import UserError
 from robustmq_jax.evaluation import Evaluator
 from robustmq_jax.evaluation import make_mesh
 from robustmq_jax.evaluation import replicate
+from robustmq_jax.results import latest
 from robustmq_jax.results import provenance
 from robustmq_jax.results import ResultStore
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 Settings = settings_lib.Settings
 # Validates a ConfigDict into Settings (kept for callers of the old name).
@@ -45,25 +52,26 @@ def resolve_path(path: str) -> str:
   return os.path.join(REPO_ROOT, path)
 
 
-def load_float_model(settings: Settings, name: str):
-  """Returns (module, variables, spec) of the float checkpoint of `name`."""
-  ckpts = settings.checkpoints
-  if name not in ckpts:
-    raise UserError(
-        f'config.checkpoints has no entry for model {name!r}; set '
-        f'--config.checkpoints.{name}=DIR (a folder written by '
-        'scripts/train.py or scripts/convert_weights.py).')
-  path = resolve_path(ckpts[name])
+def checkpoint_folder(settings: Settings, name: str) -> str:
+  """The float checkpoint folder of `name`; UserError if it is missing."""
+  given = settings.checkpoints[name]
+  path = resolve_path(given)
   if not os.path.isdir(path):
     hint = settings.checkpoint_hint or (
         'convert pretrained weights with `python scripts/convert_weights.py '
         '--family {torchvision,timm,big_vision} --arch ARCH --input FILE '
-        f'--output {ckpts[name]}` (see checkpoints/README.md)')
-    raise UserError(f'config.checkpoints.{name}={ckpts[name]!r}: checkpoint '
+        f'--output {given}` (see checkpoints/README.md)')
+    raise UserError(f'config.checkpoints.{name}={given!r}: checkpoint '
                     f'folder not found; {hint}.')
-  module, variables, spec = checkpoints.load(path)
+  return path
+
+
+def load_float_model(settings: Settings, name: str):
+  """Returns (module, variables, spec) of the float checkpoint of `name`."""
+  module, variables, spec = checkpoints.load(checkpoint_folder(settings, name))
   if spec['model'] != name:
-    raise UserError(f'config.checkpoints.{name}={ckpts[name]!r} holds a '
+    raise UserError(f'config.checkpoints.{name}='
+                    f'{settings.checkpoints[name]!r} holds a '
                     f'{spec["model"]!r} model, not {name!r}.')
   return module, variables, spec
 
@@ -80,12 +88,61 @@ def _method(settings: Settings, precision: str) -> str:
   return defense_settings.method_of(precision, settings.config.get('quant'))
 
 
+def _quant_recipe(settings: Settings, precision: str) -> dict[str, Any] | None:
+  """What turns the float weights into this precision's weights."""
+  if precision == quant.FLOAT_PRECISION:
+    return None
+  qconfig = settings.config.get('quant')
+  return {'precision': precision, 'method': _method(settings, precision),
+          'quant': qconfig.to_dict() if qconfig is not None else None,
+          'train_source': settings.data.train_source or settings.data.source,
+          'seed': settings.seed}
+
+
 def _broadcast_todo(todo: np.ndarray) -> np.ndarray:
   """Process 0's view of unfinished cells, shared with every process."""
   if jax.process_count() == 1:
     return todo
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return np.asarray(multihost_utils.broadcast_one_to_all(todo))
+
+
+@dataclasses.dataclass
+class _Block:
+  """One model x precision of the grid: its cells and which are to do."""
+  name: str
+  precision: str
+  ctx: suites_lib.SuiteContext
+  weights: dict[str, Any]
+  work: list[tuple[suites_lib.Suite, suites_lib.Cell, dict[str, Any]]]
+  todo: np.ndarray
+
+
+def _plan(settings: Settings, suites, store: ResultStore, contexts,
+          float_hashes) -> list[_Block]:
+  """Every cell of the grid with its key, and which are not stored yet."""
+  blocks = []
+  for name in settings.models:
+    ctx = contexts[name]
+    float_stub = suites_lib.ModelUnderTest(
+        name=name, precision=quant.FLOAT_PRECISION, apply=None,
+        variables=None, image_size=ctx.dataset.image_size, method='float')
+    for precision in settings.precisions:
+      # Suites list cells from metadata only: `apply` is None on these stubs.
+      stub = float_stub if precision == quant.FLOAT_PRECISION else (
+          dataclasses.replace(float_stub, precision=precision,
+                              method=_method(settings, precision),
+                              float_model=float_stub))
+      weights = provenance.weights(float_hashes[name],
+                                   _quant_recipe(settings, precision))
+      work = []
+      for suite in suites:
+        for cell in suite.cells(ctx, stub):
+          work.append((suite, cell, _row_key(ctx, stub, suite, cell, weights)))
+      todo = _broadcast_todo(
+          np.asarray([not store.has(k) for _, _, k in work], np.int32))
+      blocks.append(_Block(name, precision, ctx, weights, work, todo))
+  return blocks
 
 
 def run(config: ml_collections.ConfigDict | Settings,
@@ -105,86 +162,100 @@ def run(config: ml_collections.ConfigDict | Settings,
   settings_lib.check_workdir(workdir)
   suites = settings.suite_objects()
   writer = jax.process_index() == 0
-  store = ResultStore(workdir, writer=writer)
+  # Everything that can fail on the user's input happens before any write.
+  float_hashes = {m: provenance.folder_hash(checkpoint_folder(settings, m))
+                  for m in settings.models}
   mesh = make_mesh()
   evaluator = Evaluator(mesh, log_every_s=settings.log_every_s)
-  source = settings.data.source
-  data_dir = settings.data.data_dir or None
   cache_dir = os.path.join(workdir, 'cache')
-  datasets = {}
-
+  datasets, contexts = {}, {}
   for name in settings.models:
-    info = models_lib.model_info(name)
-    if info.image_size not in datasets:
-      datasets[info.image_size] = data_lib.get_dataset(
-          source, data_dir=data_dir, image_size=info.image_size)
-    dataset = datasets[info.image_size]
-    ctx = suites_lib.SuiteContext(
+    size = models_lib.model_info(name).image_size
+    if size not in datasets:
+      datasets[size] = data_lib.get_dataset(
+          settings.data.source, data_dir=settings.data.data_dir or None,
+          image_size=size)
+    dataset = datasets[size]
+    contexts[name] = suites_lib.SuiteContext(
         config=settings.config, dataset=dataset, evaluator=evaluator,
         batch_size=settings.batch_size, seed=settings.seed,
         cache_dir=cache_dir,
         num_examples=min(settings.data.num_examples or dataset.num_examples,
                          dataset.num_examples))
-    float_mut = None
-    # Suites list cells from metadata only: `apply` is None on these stubs.
-    float_stub = suites_lib.ModelUnderTest(
-        name=name, precision=quant.FLOAT_PRECISION, apply=None,
-        variables=None, image_size=info.image_size, method='float')
-    for precision in settings.precisions:
-      stub = float_stub if precision == quant.FLOAT_PRECISION else (
-          dataclasses.replace(float_stub, precision=precision,
-                              method=_method(settings, precision),
-                              float_model=float_stub))
-      work = []
-      for suite in suites:
-        for cell in suite.cells(ctx, stub):
-          key = _row_key(dataset, stub, suite, cell, ctx)
-          work.append((suite, cell, key))
-      todo = _broadcast_todo(
-          np.asarray([not store.has(k) for _, _, k in work], np.int32))
-      if not todo.any():
-        logging.info('%s %s: all %d cells done, skipped', name, precision,
-                     len(work))
+  store = ResultStore(workdir, writer=writer)
+  blocks = _plan(settings, suites, store, contexts, float_hashes)
+  todo_by_suite = {}
+  for b in blocks:
+    for (suite, _, _), t in zip(b.work, b.todo):
+      todo_by_suite[suite.name] = todo_by_suite.get(suite.name, 0) + int(t)
+  done = sum(len(b.work) - int(b.todo.sum()) for b in blocks)
+  bar = progress_lib.GridProgress(todo_by_suite, done, enabled=writer)
+  float_models = {}
+  for b in blocks:
+    if not b.todo.any():
+      logging.info('%s %s: all %d cells done, skipped', b.name, b.precision,
+                   len(b.work))
+      continue
+    bar.stage(f'{b.name} {b.precision}: loading')
+    if b.name not in float_models:
+      float_models.clear()  # One model's weights on the devices at a time.
+      module, variables, spec = load_float_model(settings, b.name)
+      float_models[b.name] = (_float_model_under_test(
+          b.name, module, replicate(mesh, variables),
+          models_lib.model_info(b.name)), spec)
+    float_mut, float_spec = float_models[b.name]
+    if b.precision == quant.FLOAT_PRECISION:
+      mut = float_mut
+    else:
+      mut = _quantized_model_under_test(
+          settings, b.name, float_mut, float_spec, b.precision,
+          settings.data.source, settings.data.data_dir or None,
+          models_lib.model_info(b.name), cache_dir, mesh)
+    for suite in suites:
+      cells = [c for (s, c, _), t in zip(b.work, b.todo) if s is suite and t]
+      if not cells:
         continue
-      if float_mut is None:
-        module, variables, spec = load_float_model(settings, name)
-        float_mut = _float_model_under_test(
-            name, module, replicate(mesh, variables), info)
-        float_spec = spec
-      if precision == quant.FLOAT_PRECISION:
-        mut = float_mut
-      else:
-        mut = _quantized_model_under_test(
-            settings, name, float_mut, float_spec, precision, source, data_dir,
-            info, cache_dir, mesh)
-      for suite in suites:
-        cells = [c for (s, c, _), t in zip(work, todo) if s is suite and t]
-        if not cells:
-          continue
+      bar.stage(f'{b.name} {b.precision} {suite.name}')
+      start = time.perf_counter()
+      for cell, metrics in suite.run(b.ctx, mut, cells):
+        row = dict(_row_key(b.ctx, mut, suite, cell, b.weights))
+        row.update(metrics)
+        seconds = time.perf_counter() - start
+        row['time_s'] = round(seconds, 3)
+        row['versions'] = provenance.versions()
+        row['code'] = provenance.code()
+        row['timestamp'] = time.strftime('%Y-%m-%dT%H:%M:%S')
+        store.append(row)
+        bar.cell_done(suite.name, int(metrics.get('n') or 0), seconds)
+        logging.info('%s %s %s %s %s: accuracy %.4f (n=%d)', b.name,
+                     b.precision, suite.name, cell.noise, dict(cell.params),
+                     metrics['accuracy'], metrics['n'])
         start = time.perf_counter()
-        for cell, metrics in suite.run(ctx, mut, cells):
-          row = dict(_row_key(dataset, mut, suite, cell, ctx))
-          row.update(metrics)
-          row['time_s'] = round(time.perf_counter() - start, 3)
-          row['versions'] = provenance.versions()
-          row['timestamp'] = time.strftime('%Y-%m-%dT%H:%M:%S')
-          store.append(row)
-          logging.info('%s %s %s %s %s: accuracy %.4f (n=%d)', name,
-                       precision, suite.name, cell.noise, dict(cell.params),
-                       metrics['accuracy'], metrics['n'])
-          start = time.perf_counter()
+  bar.close()
   if writer:
     from robustmq_jax import reporting  # pylint: disable=g-import-not-at-top
-    reporting.write_report(workdir, store.rows)
+    report = reporting.write_report(workdir, store.rows)
+    _print_end(workdir, report, bar, store.rows)
   return store.rows
 
 
-def _row_key(dataset, model, suite, cell, ctx) -> dict[str, Any]:
+def _print_end(workdir: str, report: str | None, bar, rows) -> None:
+  """The report's paths and the three-line summary, on stdout."""
+  paths = [p for p in (report, os.path.join(workdir, 'report.html'))
+           if p and os.path.exists(p)]
+  lines = bar.summary(latest(rows))
+  lines.append('report: ' + ', '.join(paths) if paths else
+               f'results: {os.path.join(workdir, "results.jsonl")}')
+  print('\n'.join(lines), file=sys.stdout, flush=True)
+
+
+def _row_key(ctx, model, suite, cell, weights) -> dict[str, Any]:
   return {
-      'dataset': dataset.name, 'model': model.name,
+      'dataset': ctx.dataset.name, 'model': model.name,
       'precision': model.precision, 'method': model.method,
       'suite': suite.name, 'noise': cell.noise, 'params': dict(cell.params),
       'seed': ctx.seed, 'n': cell.n or ctx.num_examples,
+      'weights': weights, 'data': provenance.data_identity(ctx.dataset),
   }
 
 

@@ -25,6 +25,7 @@ from robustmq_jax import quant
 from robustmq_jax import suites as suites_lib
 from robustmq_jax.defenses import settings as defense_settings
 from robustmq_jax.errors import invalid
+from robustmq_jax.errors import UserError
 
 # The main fields, as `--help` lists them.
 FIELDS: Mapping[str, str] = {
@@ -124,6 +125,12 @@ def from_config(config: ml_collections.ConfigDict | Settings) -> Settings:
   for name, path in checkpoints.items():
     if not isinstance(path, str) or not path:
       raise invalid(f'config.checkpoints.{name}', path, 'a folder path')
+  for m in models:
+    if m not in checkpoints:
+      raise UserError(
+          f'config.checkpoints has no entry for model {m!r}; allowed: set '
+          f'--config.checkpoints.{m}=DIR (a folder written by '
+          'scripts/train.py or scripts/convert_weights.py).')
   if any(p != quant.FLOAT_PRECISION for p in precisions):
     quant.validate_config(config.get('quant'))
   if any(defense_settings.split_precision(p)[1] in defense_settings.METHODS

@@ -1,7 +1,33 @@
-"""Library versions recorded with every result row."""
+"""Where a row comes from: weights, data, code.
+
+A cell's key names the weights it evaluated and the data it read, so a rerun
+with other weights (a retrained or repointed checkpoint) or other data adds
+new rows beside the old ones instead of skipping:
+
+  weights: {'float': <content hash of the float checkpoint folder>,
+            'quant': <hash of everything that derives the quantized weights
+                      from them: precision, method, config.quant,
+                      calibration data, seed> (None for the float model)}
+  data:    {'source', 'size', 'image_size', 'preprocessing'}
+
+Both are known before any weights are loaded, so finished cells are still
+skipped without loading anything. Rows also carry `versions` (libraries) and
+`code` (this project's version and git commit).
+"""
 
 import functools
+import hashlib
 import importlib.metadata
+import json
+import os
+from typing import Any, Mapping
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+# How data/ turns a decoded image into the model input (data/preprocess.py).
+PREPROCESSING = 'res256crop224-pil-bilinear;model-size-kept'
+_HASH_CHARS = 16
+_hash_cache: dict[tuple[Any, ...], str] = {}
 
 
 @functools.cache
@@ -14,3 +40,81 @@ def versions() -> dict[str, str]:
     except importlib.metadata.PackageNotFoundError:
       pass
   return out
+
+
+@functools.cache
+def code() -> dict[str, str]:
+  """This project's version and git commit (read from .git, no subprocess)."""
+  out = {'version': versions().get('robustmq_jax', 'unknown')}
+  commit = _git_commit(os.path.join(REPO_ROOT, '.git'))
+  if commit:
+    out['commit'] = commit
+  return out
+
+
+def _git_commit(git_dir: str) -> str | None:
+  try:
+    with open(os.path.join(git_dir, 'HEAD')) as f:
+      head = f.read().strip()
+    if not head.startswith('ref: '):
+      return head
+    ref = head[5:]
+    path = os.path.join(git_dir, ref)
+    if os.path.exists(path):
+      with open(path) as f:
+        return f.read().strip()
+    with open(os.path.join(git_dir, 'packed-refs')) as f:
+      for line in f:
+        parts = line.split()
+        if len(parts) == 2 and parts[1] == ref:
+          return parts[0]
+  except OSError:
+    pass
+  return None
+
+
+def folder_hash(folder: str) -> str:
+  """Content hash of every file under `folder` (names and bytes).
+
+  Cached in-process on (path, name, size, mtime) of the files, so a rerun in
+  the same process reads nothing twice; a changed file changes the hash.
+  """
+  files = []
+  for dirpath, dirnames, names in os.walk(folder):
+    dirnames.sort()
+    for n in sorted(names):
+      path = os.path.join(dirpath, n)
+      st = os.stat(path)
+      files.append((os.path.relpath(path, folder), st.st_size, st.st_mtime_ns))
+  key = (os.path.abspath(folder), tuple(files))
+  if key not in _hash_cache:
+    h = hashlib.sha256()
+    for rel, _, _ in files:
+      h.update(rel.encode() + b'\0')
+      with open(os.path.join(folder, rel), 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+          h.update(block)
+      h.update(b'\0')
+    _hash_cache[key] = h.hexdigest()[:_HASH_CHARS]
+  return _hash_cache[key]
+
+
+def digest(obj: Any) -> str:
+  """Short hash of a JSON-able object (keys sorted)."""
+  text = json.dumps(obj, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:_HASH_CHARS]
+
+
+def weights(float_hash: str, quant_recipe: Mapping[str, Any] | None
+            ) -> dict[str, str | None]:
+  """The key's `weights` field: float hash, and the quantized derivation."""
+  return {'float': float_hash,
+          'quant': None if quant_recipe is None else digest(
+              {'float': float_hash, **quant_recipe})}
+
+
+def data_identity(dataset: Any) -> dict[str, Any]:
+  """The key's `data` field: which examples, preprocessed how."""
+  return {'source': dataset.name, 'size': int(dataset.num_examples),
+          'image_size': int(dataset.image_size),
+          'preprocessing': PREPROCESSING}
