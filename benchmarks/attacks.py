@@ -160,7 +160,7 @@ def bench_autoattack(args, rows):
   """Comparison (d): AutoAttack-standard on 64 digits."""
   import torch  # pylint: disable=g-import-not-at-top
   import torchattacks  # pylint: disable=g-import-not-at-top
-  from tests import test_attacks_helpers as helpers  # pylint: disable=g-import-not-at-top
+  from robustmq_jax.testing import digits_cnn as helpers  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(os.cpu_count())
   f = helpers.logits_fn()
   net = helpers.torch_twin()

@@ -16,7 +16,7 @@ alike; the median per contender is reported with the ratio ours / timm
 compile, via ``.compile(compiler_options=...)``, so one process compares
 them): see `_VARIANTS`. `--devices=N` splits the batch over N virtual CPU
 devices (data parallel). Needs torch, timm and torchvision (imported with
-the CPU shim of tests/torch_shims.py).
+the CPU shim of robustmq_jax/testing/torch_compat.py).
 """
 
 import os
@@ -70,7 +70,7 @@ def main(argv):
         os.environ.get('XLA_FLAGS', '') +
         f' --xla_force_host_platform_device_count={_DEVICES.value}').strip()
   sys.path.insert(0, _ROOT)
-  from tests import torch_shims  # pylint: disable=g-import-not-at-top
+  from robustmq_jax.testing import torch_compat as torch_shims  # pylint: disable=g-import-not-at-top
   torch_shims.patch_register_fake()
   # pylint: disable=g-import-not-at-top
   import jax

@@ -16,7 +16,7 @@ from robustmq_jax import attacks
 from robustmq_jax.attacks import fab_projections
 from robustmq_jax.attacks import projections
 from robustmq_jax.errors import UserError
-from tests import test_attacks_helpers as helpers
+from robustmq_jax.testing import digits_cnn as helpers
 
 N = 48
 EPS = 0.1
@@ -373,12 +373,11 @@ def test_readme_adversarial_training_example():
 
 
 def test_readme_contains_the_tested_example():
-  """If the README shows the example, it must be exactly this code."""
+  """The README shows the adversarial-training example, exactly this code."""
   import os  # pylint: disable=g-import-not-at-top
   path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'README.md')
-  if not os.path.exists(path):
-    pytest.skip('no README.md')
-  text = open(path).read()
-  if 'attacks.pgd(key, logits_fn, images, labels' not in text:
-    pytest.skip('README does not show the adversarial-training example yet')
-  assert README_EXAMPLE.strip() in text
+  with open(path) as f:
+    text = f.read()
+  assert README_EXAMPLE.strip() in text, (
+      'README.md no longer shows the tested adversarial-training example; '
+      'update README_EXAMPLE and the README together.')

@@ -1,7 +1,7 @@
 """Reference comparisons: robustmq_jax.attacks vs torchattacks 3.5.1.
 
 The same CNN runs in Flax and in PyTorch with shared weights
-(`test_attacks_helpers`); both libraries attack the 797 held-out digits (500
+(`robustmq_jax.testing.digits_cnn`); both libraries attack the 797 held-out digits (500
 for the multi-run attacks) at the same budget, at epsilons where roughly half
 of the images survive PGD. Tolerances: FGSM images equal up to float
 rounding (pixels may differ only where the gradient is below 5 % of its
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from robustmq_jax import attacks
-from tests import test_attacks_helpers as helpers
+from robustmq_jax.testing import digits_cnn as helpers
 
 torch = pytest.importorskip('torch')
 torchattacks = pytest.importorskip('torchattacks')

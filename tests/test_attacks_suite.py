@@ -20,7 +20,7 @@ from robustmq_jax.evaluation import make_mesh
 from robustmq_jax.suites import adversarial
 from robustmq_jax.suites import transfer_cache
 from tests import fakes
-from tests import test_attacks_helpers as helpers
+from robustmq_jax.testing import digits_cnn as helpers
 
 N = 40
 

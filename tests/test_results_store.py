@@ -1,8 +1,11 @@
-"""results.jsonl: keyed rows, skip on rerun, torn lines repaired."""
+"""results.jsonl: keyed rows, skip on rerun, torn and unreadable lines."""
 
 import json
 import os
 
+from robustmq_jax.results import CORRUPT_FILE
+from robustmq_jax.results import latest
+from robustmq_jax.results import mixed_weights
 from robustmq_jax.results import read_rows
 from robustmq_jax.results import ResultStore
 
@@ -51,3 +54,40 @@ def test_non_writer_never_touches_the_file(tmp_path):
   store = ResultStore(str(tmp_path / 'w'), writer=False)
   store.append(_row())
   assert not os.path.exists(store.path)
+
+
+def test_unreadable_middle_lines_move_to_the_corrupt_file(tmp_path, caplog):
+  store = ResultStore(str(tmp_path))
+  for noise in ('a', 'b', 'c'):
+    store.append(_row(noise=noise))
+  with open(store.path) as f:
+    lines = f.readlines()
+  garbage = ['{"model": "m", "accura\n', '[1, 2]\n']
+  with open(store.path, 'w') as f:
+    f.writelines([lines[0], garbage[0], lines[1], garbage[1], lines[2]])
+  with caplog.at_level('WARNING'):
+    again = ResultStore(str(tmp_path))
+  assert [r['noise'] for r in again.rows] == ['a', 'b', 'c']
+  with open(tmp_path / CORRUPT_FILE) as f:
+    assert f.readlines() == garbage
+  with open(again.path) as f:
+    assert f.readlines() == lines
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelname == 'WARNING']
+  assert len(warnings) == 1 and '2 unreadable line(s)' in warnings[0]
+
+
+def test_provenance_is_part_of_the_key_and_latest_keeps_the_newest(tmp_path):
+  store = ResultStore(str(tmp_path))
+  old = _row(acc=0.1, weights={'float': 'aaa', 'quant': None})
+  new = _row(acc=0.9, weights={'float': 'bbb', 'quant': None})
+  store.append(old)
+  assert not store.has(new)
+  store.append(new)
+  store.append(_row(noise='other', weights={'float': 'bbb', 'quant': None}))
+  assert len(ResultStore(str(tmp_path)).rows) == 3
+  newest = latest(store.rows)
+  assert sorted((r['noise'], r['accuracy']) for r in newest) == [
+      ('none', 0.9), ('other', 0.5)]
+  assert mixed_weights(store.rows) == {'m': ['aaa', 'bbb']}
+  assert mixed_weights(newest) == {}

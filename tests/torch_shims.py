@@ -1,4 +1,4 @@
-"""Imports torchvision / timm on CPU-only torch, for reference comparisons.
+"""Imports torchvision / timm on CPU-only torch, or skips the test.
 
 torchvision 0.28.0 (the only release built for torch 2.13.0) ships CUDA-linked
 C ops; on CPU torch they fail to load and its meta registrations then raise
@@ -10,26 +10,7 @@ torchvision ops that do not exist; the Python models still work, the C ops
 
 import pytest
 
-
-def patch_register_fake() -> None:
-  """Makes `import torchvision` work on CPU-only torch (idempotent)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  real = torch.library.register_fake
-  if getattr(real, '_robustmq_shim', False):
-    return
-
-  def register_fake(op, func=None, /, **kwargs):
-    def decorate(fn):
-      try:
-        return real(op, fn, **kwargs)
-      except RuntimeError:
-        if isinstance(op, str) and op.startswith('torchvision::'):
-          return fn  # C op missing on CPU torch: nothing to fake.
-        raise
-    return decorate if func is None else decorate(func)
-
-  register_fake._robustmq_shim = True  # pylint: disable=protected-access
-  torch.library.register_fake = register_fake
+from robustmq_jax.testing.torch_compat import patch_register_fake
 
 
 def import_torchvision():

@@ -1,0 +1,6 @@
+"""Helpers shared by tests/ and benchmarks/ (never imported by the library).
+
+digits_cnn: a small CNN on scikit-learn digits, in Flax and as a PyTorch
+twin, for the attack tests and benchmarks. torch_compat: importing
+torchvision / timm on CPU-only torch.
+"""
