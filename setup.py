@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
     'matplotlib>=3.8',
     'safetensors>=0.4',  # Quantized checkpoints (quant/storage.py).
     'scikit-image>=0.24',
+    'grain>=0.2.12',  # Parallel JPEG decoding (data/pipeline.py).
+    'array-record>=0.5',  # TFDS ArrayRecord sources (fake ImageNet).
     'statsmodels>=0.14',  # Intervals and tests of the findings.
     'Jinja2>=3.1',  # report.html.
 ]
@@ -61,7 +63,8 @@ setuptools.setup(
     license='Apache-2.0',
     python_requires='>=3.11',
     packages=setuptools.find_packages(include=['robustmq_jax', 'robustmq_jax.*']),
-    package_data={'robustmq_jax': ['data/*.npz']},
+    package_data={'robustmq_jax': ['data/*.npz',
+                                'reporting/templates/*.j2']},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={'console_scripts': ['robustmq=robustmq_jax.main:entry']},

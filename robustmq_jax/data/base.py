@@ -67,18 +67,27 @@ def iter_batches(
     process_count: number of processes.
     load: optional ``f(ids) -> images`` replacing `dataset.images` (e.g. a
       different decoder); its output must have a fixed shape per batch.
+      Without it, a dataset with `iter_images` (folder and TFDS sources)
+      decodes its batches in parallel (`robustmq_jax.data.pipeline`).
   """
   ids = np.arange(dataset.num_examples) if ids is None else np.asarray(ids)
   shards = np.array_split(ids, process_count)
   mine = shards[process_index]
   longest = max(len(s) for s in shards)
   num_batches = -(-longest // batch_size)
+  chunks = [mine[b * batch_size:(b + 1) * batch_size]
+            for b in range(num_batches)]
   load = load or dataset.images
-  for b in range(num_batches):
-    chunk = mine[b * batch_size:(b + 1) * batch_size]
+  next_images = load
+  parallel = getattr(dataset, 'iter_images', None)
+  if load is dataset.images and parallel is not None:
+    # File-backed sources decode in Grain workers, batches in order.
+    decoded = parallel([c for c in chunks if len(c)])
+    next_images = lambda chunk: next(decoded)
+  for chunk in chunks:
     pad = batch_size - len(chunk)
     if len(chunk):
-      images = load(chunk)
+      images = next_images(chunk)
       labels = dataset.labels(chunk).astype(np.int32)
     else:  # A host with nothing left still joins the collective step.
       images = load(ids[:1])[:0]

@@ -5,13 +5,14 @@ from typing import Sequence
 
 import numpy as np
 
+from robustmq_jax.data import pipeline
 from robustmq_jax.data import preprocess
 from robustmq_jax.errors import UserError
 
 _EXTENSIONS = ('.jpeg', '.jpg', '.png')
 
 
-class FolderDataset:
+class FolderDataset(pipeline.FileBackedImages):
   """`root/<class>/<file>`; classes are the sorted folder names.
 
   For ImageNet, the 1000 synset folders (n01440764, ...) sort into the
@@ -19,8 +20,10 @@ class FolderDataset:
   """
 
   def __init__(self, root: str, image_size: int = 224,
-               num_classes: int | None = None):
+               num_classes: int | None = None,
+               decode_options: pipeline.DecodeOptions | None = None):
     self.name = f'folder:{root}'
+    self.decode_options = decode_options or pipeline.DecodeOptions()
     if not os.path.isdir(root):
       raise UserError(
           f'config.data.source={self.name!r}: folder not found; expected '
@@ -48,14 +51,15 @@ class FolderDataset:
     with open(self._files[idx], 'rb') as f:
       return f.read()
 
-  def images(self, ids: Sequence[int]) -> np.ndarray:
-    return np.stack([
-        preprocess.resize_crop(preprocess.decode_rgb(self.jpeg_bytes(i)),
-                               self.image_size) for i in ids])
+  def decode_one(self, idx: int) -> np.ndarray:
+    return preprocess.resize_crop(preprocess.decode_rgb(self.jpeg_bytes(idx)),
+                                  self.image_size)
 
   def labels(self, ids: Sequence[int]) -> np.ndarray:
     return self._labels[np.asarray(ids)]
 
   def arrays(self, limit: int | None = None):
-    ids = range(min(limit or self.num_examples, self.num_examples))
-    return self.images(ids), self.labels(ids)
+    """(images, labels) of the first `limit` examples (decoded in parallel)."""
+    ids = np.arange(min(limit or self.num_examples, self.num_examples))
+    return (np.concatenate(list(self.iter_images(np.array_split(
+        ids, max(1, len(ids) // 64))))), self.labels(ids))

@@ -5,12 +5,12 @@ for the systematic-noise suite; they are decoded with PIL on demand and
 preprocessed with Res256Crop224 (or kept as is when already the model size).
 """
 
-import functools
 import os
 from typing import Sequence
 
 import numpy as np
 
+from robustmq_jax.data import pipeline
 from robustmq_jax.data import preprocess
 from robustmq_jax.errors import UserError
 
@@ -30,7 +30,7 @@ def _prepare_hint(name: str, data_dir: str | None) -> str:
           f'--data_dir={where} --file_format=array_record` and copy the folder')
 
 
-class TfdsDataset:
+class TfdsDataset(pipeline.FileBackedImages):
   """A split of a prepared TFDS dataset.
 
   Args:
@@ -44,7 +44,8 @@ class TfdsDataset:
   """
 
   def __init__(self, name: str, split: str | None, data_dir: str | None,
-               image_size: int | None = None, raw_bytes: bool = True):
+               image_size: int | None = None, raw_bytes: bool = True,
+               decode_options: pipeline.DecodeOptions | None = None):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     split = split or _DEFAULT_SPLIT.get(name, 'test')
     self.name = f'tfds:{name}:{split}'
@@ -65,8 +66,9 @@ class TfdsDataset:
     self.num_examples = len(self._source)
     self.num_classes = builder.info.features['label'].num_classes
     self.image_size = image_size or _NATIVE.get(name, 224)
+    self.decode_options = decode_options or pipeline.DecodeOptions()
+    self._labels: dict[int, int] = {}
 
-  @functools.lru_cache(maxsize=4096)
   def _record(self, idx: int):
     return self._source[int(idx)]
 
@@ -76,14 +78,19 @@ class TfdsDataset:
       return preprocess.encode_png(image)
     return bytes(image)
 
-  def images(self, ids: Sequence[int]) -> np.ndarray:
-    return np.stack([
-        preprocess.resize_crop(preprocess.decode_rgb(self.jpeg_bytes(i)),
-                               self.image_size) for i in ids])
+  def decode_one(self, idx: int) -> np.ndarray:
+    return preprocess.resize_crop(preprocess.decode_rgb(self.jpeg_bytes(idx)),
+                                  self.image_size)
 
   def labels(self, ids: Sequence[int]) -> np.ndarray:
-    return np.asarray([self._record(i)['label'] for i in ids], np.int32)
+    # Labels are a few bytes each: kept per dataset object once read.
+    for i in ids:
+      if int(i) not in self._labels:
+        self._labels[int(i)] = int(self._record(i)['label'])
+    return np.asarray([self._labels[int(i)] for i in ids], np.int32)
 
   def arrays(self, limit: int | None = None):
-    ids = range(min(limit or self.num_examples, self.num_examples))
-    return self.images(ids), self.labels(ids)
+    """(images, labels) of the first `limit` examples (decoded in parallel)."""
+    ids = np.arange(min(limit or self.num_examples, self.num_examples))
+    return (np.concatenate(list(self.iter_images(np.array_split(
+        ids, max(1, len(ids) // 64))))), self.labels(ids))
