@@ -1,20 +1,43 @@
-"""report.md and results.csv from the rows of results.jsonl."""
+"""report.md, report.html, findings.json, results.csv and plots from rows.
+
+`write_report(workdir, rows)` is the one entry point (the runner calls it at
+the end of every run; `scripts/make_report.py` regenerates from
+results.jsonl). Every section comes from its own module of this package;
+report.md and report.html render the same `format.Section`s.
+"""
 
 import csv
 import json
 import os
 from typing import Any, Mapping, Sequence
 
-from robustmq_jax.reporting import findings
-from robustmq_jax.reporting import plots
+from absl import logging
 
-# Leading CSV columns; every other metric follows in sorted order.
+from robustmq_jax import results as results_lib
+from robustmq_jax.reporting import adversarial
+from robustmq_jax.reporting import amplification
+from robustmq_jax.reporting import clean
+from robustmq_jax.reporting import corruption
+from robustmq_jax.reporting import defenses
+from robustmq_jax.reporting import findings
+from robustmq_jax.reporting import format as fmt
+from robustmq_jax.reporting import plots
+from robustmq_jax.reporting import systematic
+# Kept for the suites' old `summarize` methods until they are removed.
+from robustmq_jax.reporting.format import markdown_table  # pylint: disable=unused-import
+from robustmq_jax.reporting.format import params_str
+from robustmq_jax.reporting.format import precision_order  # pylint: disable=unused-import
+
+# Leading CSV columns; every other field follows in sorted order.
 _FIRST = ('dataset', 'model', 'precision', 'method', 'suite', 'noise',
           'params', 'seed', 'n', 'accuracy')
-_SKIP = ('versions', 'timestamp')
+_SKIP = ('versions', 'timestamp', 'outcomes')
+_SUITE_ORDER = ('clean', 'adversarial', 'corruption', 'systematic',
+                'amplification')
 
 
 def write_csv(path: str, rows: Sequence[Mapping[str, Any]]) -> None:
+  """results.csv: one line per row, dicts as JSON, without bitsets."""
   extra = sorted({k for r in rows for k in r} - set(_FIRST) - set(_SKIP))
   with open(path + '.tmp', 'w', newline='') as f:
     w = csv.writer(f)
@@ -30,87 +53,139 @@ def _cell(v):
   return '' if v is None else v
 
 
-def params_str(params: Mapping[str, Any]) -> str:
-  return ', '.join(f'{k}={v}' for k, v in sorted(params.items())) or '-'
+def _is_accuracy(key: str) -> bool:
+  return key.startswith('accuracy') or key.endswith('_fraction')
 
 
-def precision_order(p: str) -> tuple[int, str]:
-  """fp32 first, then by decreasing weight bits (w8a8, w6a6, ...)."""
-  if p == 'fp32':
-    return (0, p)
-  digits = ''.join(ch if ch.isdigit() else ' ' for ch in p).split()
-  return (100 - int(digits[0]) if digits else 99, p)
-
-
-def markdown_table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
-  def fmt(x):
-    if isinstance(x, float):
-      return f'{x:.4f}'
-    return str(x)
-  lines = ['| ' + ' | '.join(header) + ' |',
-           '|' + '|'.join('---' for _ in header) + '|']
-  lines += ['| ' + ' | '.join(fmt(x) for x in row) + ' |' for row in body]
-  return '\n'.join(lines)
-
-
-def suite_table(rows: Sequence[Mapping[str, Any]]) -> str:
+def suite_table(rows: Sequence[Mapping[str, Any]]) -> fmt.Table:
   """All rows of one suite: one line per cell, extra metrics as columns."""
-  extra = sorted({k for r in rows for k in r
-                  if isinstance(r[k], (int, float)) and not isinstance(r[k], bool)}
+  extra = sorted({k for r in rows for k, v in r.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
                  - {'accuracy', 'n', 'seed', 'time_s'})
-  flags = sorted({k for r in rows for k in r if isinstance(r[k], bool)})
-  header = ['model', 'precision', 'method', 'noise', 'params', 'n',
-            'accuracy'] + extra + flags
+  flags = sorted({k for r in rows for k, v in r.items()
+                  if isinstance(v, bool)})
+  header = (['model', 'precision', 'method', 'noise', 'params', 'n',
+             'accuracy %'] + [k + (' %' if _is_accuracy(k) else '')
+                              for k in extra] + flags)
   body = []
-  for r in sorted(rows, key=lambda r: (r['model'],
-                                       precision_order(r['precision']),
-                                       r['noise'], json.dumps(r['params'],
-                                                              sort_keys=True))):
+  for r in sorted(rows, key=lambda r: (
+      r['model'], fmt.precision_order(r['precision']), r.get('method', ''),
+      r['noise'], fmt.params_key(r.get('params')))):
     body.append([r['model'], r['precision'], r.get('method', ''), r['noise'],
-                 params_str(r['params']), r['n'], r['accuracy']] +
-                [r.get(k, '') for k in extra] +
-                [('**yes**' if r.get(k) else 'no') if k in r else ''
+                 params_str(r.get('params')), str(r['n']),
+                 fmt.pct(r['accuracy'])] +
+                [(fmt.pct(r.get(k)) if _is_accuracy(k) else
+                  fmt.number(r.get(k), 3)) if k in r else ''
+                 for k in extra] +
+                [('yes' if r.get(k) else 'no') if k in r else ''
                  for k in flags])
-  return markdown_table(header, body)
+  return fmt.Table(header, body)
 
 
-def write_report(workdir: str, rows: Sequence[Mapping[str, Any]]) -> str:
-  """Writes report.md, results.csv and plots/*.png; returns report.md path."""
-  from robustmq_jax import suites as suites_lib  # pylint: disable=g-import-not-at-top
-  os.makedirs(workdir, exist_ok=True)
-  write_csv(os.path.join(workdir, 'results.csv'), rows)
-  images = plots.write_plots(os.path.join(workdir, 'plots'), rows)
-  datasets = sorted({r['dataset'] for r in rows})
-  out = ['# robustmq_jax report', '',
-         f'Dataset(s): {", ".join(datasets) or "-"}; {len(rows)} result rows. '
-         'Accuracy is top-1 as a fraction. Generated from results.jsonl by '
-         '`python scripts/make_report.py --workdir=DIR`.', '']
-  out += ['## Paper findings checked', '', findings.check(rows), '']
-  from robustmq_jax.defenses import report as defenses_report  # pylint: disable=g-import-not-at-top
-  defenses = defenses_report.section(rows)  # '' unless defenses were run.
-  if defenses:
-    out += [defenses, '']
-  by_suite = {}
-  for r in rows:
-    by_suite.setdefault(r['suite'], []).append(r)
-  for name in sorted(by_suite, key=lambda s: (s != 'clean', s)):
-    srows = by_suite[name]
-    out += [f'## Suite: {name}', '']
+def sections(rows: Sequence[Mapping[str, Any]]) -> list[fmt.Section]:
+  """The result sections, in report order (empty ones left out)."""
+  out = []
+  for module in (clean, adversarial, corruption, systematic, defenses,
+                 amplification):
     try:
-      summary = suites_lib.get_suite(name).summarize(srows)
+      s = module.section(rows)
     except Exception as e:  # pylint: disable=broad-except
-      summary = f'(summary unavailable: {type(e).__name__}: {e})'
-    if summary:
-      out += [summary, '']
-    out += ['<details><summary>All rows</summary>', '',
-            suite_table(srows), '', '</details>', '']
+      logging.exception('report section %s failed', module.__name__)
+      name = module.__name__.rsplit('.', 1)[-1]
+      s = fmt.Section(name, [f'(section unavailable: {type(e).__name__}: '
+                             f'{e})'], name)
+    if s is not None:
+      out.append(s)
+  return out
+
+
+def all_rows(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, fmt.Table]]:
+  """(suite, table of all its rows), clean first."""
+  by = {}
+  for r in rows:
+    by.setdefault(r['suite'], []).append(r)
+  order = sorted(by, key=lambda s: (_SUITE_ORDER.index(s) if s in
+                                    _SUITE_ORDER else 99, s))
+  return [(s, suite_table(by[s])) for s in order]
+
+
+def _intro(rows) -> str:
+  datasets = sorted({r.get('dataset', '?') for r in rows})
+  mixed = results_lib.mixed_weights(rows)
+  warn = ''.join(f' **Warning:** {m} was evaluated with {len(h)} different '
+                 'float weights; comparisons may mix them.'
+                 for m, h in sorted(mixed.items()))
+  return (f'Dataset(s): {", ".join(datasets) or "-"}; {len(rows)} result '
+          'cells. Accuracies are top-1 in percent with one decimal; a '
+          '"drop" is in points and positive when accuracy falls. Generated '
+          'from results.jsonl by `python scripts/make_report.py '
+          '--workdir=DIR` (also findings.json, report.html, results.csv, '
+          'plots/).' + warn)
+
+
+def markdown(rows, result, secs, images, strip_note: str = '') -> str:
+  """report.md's text."""
+  out = ['# robustmq_jax report', '', _intro(rows), '',
+         '## Paper findings checked', '', findings.markdown(result), '']
+  out += [s.markdown() for s in secs]
   if images:
     out += ['## Plots', '']
-    out += [f'![{os.path.basename(p)}](plots/{os.path.basename(p)})'
-            for p in images]
-    out += ['']
-  path = os.path.join(workdir, 'report.md')
-  with open(path + '.tmp', 'w') as f:
-    f.write('\n'.join(out))
+    for p in images:
+      name = os.path.basename(p.path)
+      out += [f'![{p.caption}](plots/{name})', '']
+  if strip_note:
+    out += ['## Example images', '', strip_note, '']
+  for suite, table in all_rows(rows):
+    out += [f'<details><summary>All rows: {suite}</summary>', '',
+            table.markdown(), '', '</details>', '']
+  return '\n'.join(out)
+
+
+def _write(path: str, text: str) -> None:
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.write(text)
   os.replace(path + '.tmp', path)
+
+
+def write_report(workdir: str, rows: Sequence[Mapping[str, Any]], *,
+                 examples: bool = True,
+                 checkpoints: Mapping[str, str] | None = None) -> str:
+  """Writes report.md, report.html, findings.json, results.csv, plots/.
+
+  Args:
+    workdir: the run's folder.
+    rows: result rows (results.jsonl); a rerun's later row of a cell wins.
+    examples: add the strip of example images (corruptions at each
+      severity, an adversarial example) to report.html; computed once per
+      workdir and kept in plots/examples/.
+    checkpoints: {model: float checkpoint folder} for the adversarial
+      example; by default `checkpoints/sample/<model>/fp32` of this
+      repository when the dataset is the embedded sample.
+
+  Returns:
+    The path of report.md.
+  """
+  from robustmq_jax.reporting import html  # pylint: disable=g-import-not-at-top
+  os.makedirs(workdir, exist_ok=True)
+  rows = results_lib.latest(rows)
+  write_csv(os.path.join(workdir, 'results.csv'), rows)
+  result = findings.evaluate(rows)
+  findings.write_json(workdir, result)
+  secs = sections(rows)
+  images = plots.write_plots(os.path.join(workdir, 'plots'), rows)
+  strip = None
+  if examples and rows:
+    from robustmq_jax.reporting import examples as examples_lib  # pylint: disable=g-import-not-at-top
+    strip = examples_lib.write_example_strip(workdir, rows,
+                                             checkpoints=checkpoints)
+  note = ''
+  if strip is not None:
+    note = ('report.html shows each corruption at severities 1–5 and an '
+            'adversarial example: ' + strip.note)
+  path = os.path.join(workdir, 'report.md')
+  _write(path, markdown(rows, result, secs, images, note))
+  _write(os.path.join(workdir, 'report.html'),
+         html.render(title='robustmq_jax report', intro=_intro(rows),
+                     result=result, sections=secs, images=images,
+                     strip=strip, tables=all_rows(rows)))
   return path
