@@ -83,3 +83,26 @@ def test_process_shares_are_disjoint_and_cover_the_ids(fake_root):
     for b in iter_batches(ds, 2, ids=ids, process_index=p, process_count=2):
       seen += list(b.id[b.mask])
   assert sorted(seen) == list(ids)
+
+
+def test_calibration_decodes_only_its_images_whatever_the_split_size(
+    fake_root):
+  """PTQ calibration over a lazily read split decodes its 8 images and gets
+  the same batches as over the fully decoded split."""
+  from robustmq_jax.data.base import lazy_arrays  # pylint: disable=g-import-not-at-top
+  from robustmq_jax.quant import calibration  # pylint: disable=g-import-not-at-top
+
+  class Spec:
+    num_calib_batches, calib_batch_size = 2, 4
+
+  ds = get_dataset(f'folder:{fake_root}/train')
+  calls = []
+  decode = ds.decode_one
+  ds.decode_one = lambda i: calls.append(i) or decode(i)
+  images, labels = lazy_arrays(ds)
+  lazy = calibration.calibration_batches(images, Spec, seed=5)
+  assert len(calls) == 8 and len(images) == CLASSES * TRAIN
+  full = get_dataset(f'folder:{fake_root}/train').arrays()[0]
+  for a, b in zip(lazy, calibration.calibration_batches(full, Spec, seed=5)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(labels[[0, 5]], ds.labels([0, 5]))

@@ -98,3 +98,49 @@ def iter_batches(
     labels = np.concatenate([labels, np.zeros(pad, np.int32)])
     id_ = np.concatenate([chunk, np.zeros(pad, chunk.dtype)]).astype(np.int64)
     yield HostBatch(image=images, label=labels, id=id_, mask=mask)
+
+
+class LazyImages:
+  """A split's images as an array-like that decodes only what is indexed.
+
+  `len()` and `[index array]` / `[slice]` / `[int]` are what calibration and
+  training use (`calibration_batches` draws its 256 images with a
+  permutation of `len()`; `training.fit` indexes each step's batch), so PTQ
+  on ImageNet decodes its calibration images, not 1.28 M.
+  """
+
+  def __init__(self, dataset: Dataset):
+    self.dataset = dataset
+
+  def __len__(self) -> int:
+    return self.dataset.num_examples
+
+  def _ids(self, index) -> tuple[np.ndarray, bool]:
+    if isinstance(index, slice):
+      return np.arange(len(self))[index], False
+    ids = np.asarray(index)
+    if ids.dtype == bool:
+      ids = np.flatnonzero(ids)
+    return ids.reshape(-1), ids.ndim == 0
+
+  def __getitem__(self, index) -> np.ndarray:
+    ids, scalar = self._ids(index)
+    if not ids.size:
+      return np.zeros((0, self.dataset.image_size, self.dataset.image_size, 3),
+                      np.uint8)
+    images = self.dataset.images(ids)
+    return images[0] if scalar else images
+
+
+class LazyLabels(LazyImages):
+  """The labels of a split, read on indexing (like `LazyImages`)."""
+
+  def __getitem__(self, index) -> np.ndarray:
+    ids, scalar = self._ids(index)
+    labels = np.asarray(self.dataset.labels(ids), np.int32)
+    return labels[0] if scalar else labels
+
+
+def lazy_arrays(dataset: Dataset) -> tuple[LazyImages, LazyLabels]:
+  """(images, labels) of a split that read only the examples indexed."""
+  return LazyImages(dataset), LazyLabels(dataset)
