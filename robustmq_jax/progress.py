@@ -119,7 +119,7 @@ class GridProgress:
     rows = list(rows)
     elapsed = time.perf_counter() - self.start
     rate = f', {self.images / elapsed:.0f} img/s' if self.images else ''
-    lines = [f'{self.total} cells: {self.computed} computed in '
+    lines = [f'{self.total} cell(s): {self.computed} computed in '
              f'{_duration(elapsed)}{rate}, {self.done_before} already done.']
     lines.append('clean accuracy: ' + _by_precision(
         r for r in rows if r.get('suite') == 'clean'
