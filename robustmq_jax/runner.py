@@ -191,7 +191,10 @@ def run(config: ml_collections.ConfigDict | Settings,
   done = sum(len(b.work) - int(b.todo.sum()) for b in blocks)
   bar = progress_lib.GridProgress(todo_by_suite, done, enabled=writer)
   float_models = {}
-  for b in blocks:
+  for i, b in enumerate(blocks):
+    if i and (blocks[i - 1].todo.any()):
+      # What the previous model/precision compiled and held goes first.
+      _release(suites, evaluator, model_done=blocks[i - 1].name != b.name)
     if not b.todo.any():
       logging.info('%s %s: all %d cells done, skipped', b.name, b.precision,
                    len(b.work))
@@ -231,12 +234,27 @@ def run(config: ml_collections.ConfigDict | Settings,
                      b.precision, suite.name, cell.noise, dict(cell.params),
                      metrics['accuracy'], metrics['n'])
         start = time.perf_counter()
+    mut = float_mut = None  # Only float_models keeps the float weights.
   bar.close()
+  float_models.clear()
+  _release(suites, evaluator, model_done=True)
   if writer:
     from robustmq_jax import reporting  # pylint: disable=g-import-not-at-top
     report = reporting.write_report(workdir, store.rows)
     _print_end(workdir, report, bar, store.rows)
   return store.rows
+
+
+def _release(suites, evaluator, *, model_done: bool) -> None:
+  """Drops compiled programs and per-model state before the next block."""
+  for suite in suites:
+    release = getattr(suite, 'release', None)
+    if release is not None:
+      release(model_done=model_done)
+  release = getattr(evaluator, 'release', None)
+  if release is not None:
+    release()
+  jax.clear_caches()
 
 
 def _print_end(workdir: str, report: str | None, bar, rows) -> None:

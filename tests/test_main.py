@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,8 @@ import pytest
 from robustmq_jax import runner
 from robustmq_jax.errors import UserError
 from robustmq_jax.results import cell_key
+from robustmq_jax.results import latest
+from robustmq_jax.results import mixed_weights
 from robustmq_jax.results import read_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,10 +52,10 @@ def test_end_to_end_writes_rows_report_plots_and_rerun_adds_nothing(tmp_path):
     assert field in row, field
   assert row['n'] == 40 and 0.0 <= row['accuracy'] <= 1.0
   assert row['accuracy'] > 0.5  # The shipped sample model is trained.
-  for f in ('results.jsonl', 'results.csv', 'report.md'):
+  for f in ('results.jsonl', 'results.csv', 'report.md', 'report.html'):
     assert os.path.exists(os.path.join(workdir, f)), f
-  assert any(p.endswith('.png') for p in os.listdir(os.path.join(workdir,
-                                                                 'plots')))
+  assert any(f.endswith('.png') for _, _, files in os.walk(
+      os.path.join(workdir, 'plots')) for f in files)
   runner.run(sample_config(), workdir)
   assert len(read_rows(os.path.join(workdir, 'results.jsonl'))) == 1
 
@@ -116,3 +119,54 @@ def test_command_line_bad_input_exits_2_with_one_sentence(tmp_path):
   err = [l for l in out.stderr.splitlines() if l.startswith('error:')]
   assert len(err) == 1 and "config.models='nope'" in err[0]
   assert 'Traceback' not in out.stderr
+
+
+def test_garbage_line_in_the_middle_is_moved_aside_and_its_cell_recomputed(
+    tmp_path):
+  config = sample_config(**{'data.num_examples': 24})
+  config.models = ('vit_tiny_patch4_32', 'resnet20_cifar')
+  config.checkpoints.resnet20_cifar = 'checkpoints/sample/resnet20_cifar/fp32'
+  workdir = str(tmp_path)
+  first = runner.run(config, workdir)
+  path = os.path.join(workdir, 'results.jsonl')
+  with open(path) as f:
+    lines = f.readlines()
+  assert len(lines) == 2
+  garbled = lines[0][:40] + '\n'
+  with open(path, 'w') as f:
+    f.writelines([garbled, lines[1]])
+  again = runner.run(config, workdir)
+  assert _keys(again) == _keys(first)
+  with open(os.path.join(workdir, 'results.corrupt.jsonl')) as f:
+    assert f.read() == garbled
+  assert _keys(read_rows(path)) == _keys(first)
+
+
+def test_repointed_checkpoint_adds_rows_and_latest_shows_them(tmp_path,
+                                                              capsys):
+  workdir = str(tmp_path / 'w')
+  old = runner.run(sample_config(), workdir)
+  out = capsys.readouterr().out.splitlines()
+  assert len(out) == 4 and out[-1].startswith('report: ')
+  assert out[-1].split(': ', 1)[1].split(', ')[0] == os.path.join(
+      workdir, 'report.md')
+  assert old[0]['weights']['float'] and old[0]['code']['version']
+  assert old[0]['data']['source'] == 'sample'
+  # The same weights copied elsewhere: same hash, nothing recomputed.
+  copy = tmp_path / 'copy'
+  shutil.copytree(os.path.join(ROOT, 'checkpoints', 'sample',
+                               'vit_tiny_patch4_32', 'fp32'), copy)
+  same = runner.run(sample_config(
+      **{'checkpoints.vit_tiny_patch4_32': str(copy)}), workdir)
+  assert len(same) == 1
+  # Other weights (retrained): a new row beside the old one.
+  (copy / 'retrained.txt').write_text('another training run\n')
+  rows = runner.run(sample_config(
+      **{'checkpoints.vit_tiny_patch4_32': str(copy)}), workdir)
+  assert len(rows) == 2
+  assert rows[0]['weights']['float'] != rows[1]['weights']['float']
+  assert len(read_rows(os.path.join(workdir, 'results.jsonl'))) == 2
+  newest = latest(rows)
+  assert len(newest) == 1 and newest[0] is rows[1]
+  assert mixed_weights(rows) == {'vit_tiny_patch4_32': [
+      rows[0]['weights']['float'], rows[1]['weights']['float']]}
