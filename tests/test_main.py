@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from robustmq_jax import runner
+from robustmq_jax import settings as settings_lib
 from robustmq_jax.errors import UserError
 from robustmq_jax.results import cell_key
 from robustmq_jax.results import latest
@@ -170,3 +171,37 @@ def test_repointed_checkpoint_adds_rows_and_latest_shows_them(tmp_path,
   assert len(newest) == 1 and newest[0] is rows[1]
   assert mixed_weights(rows) == {'vit_tiny_patch4_32': [
       rows[0]['weights']['float'], rows[1]['weights']['float']]}
+
+
+def _comparable(rows):
+  drop = ('time_s', 'timestamp', 'versions', 'code')
+  return sorted((cell_key(r), json.dumps({k: v for k, v in r.items()
+                                          if k not in drop}, sort_keys=True))
+                for r in rows)
+
+
+@pytest.mark.slow
+def test_two_runs_in_one_process_match_separate_processes(tmp_path):
+  # Run A leaves nothing behind that changes run B (suites, caches,
+  # compiled programs are run-scoped).
+  overrides = {
+      'suites': 'clean,adversarial,corruption', 'data.num_examples': '24',
+      'adversarial.attacks': 'fgsm', 'adversarial.num_examples': '16',
+      'adversarial.linf_eps_255': '2', 'corruption.names': 'gaussian_noise',
+      'corruption.severities': '1,3', 'corruption.num_examples': '16'}
+  config_a = settings_lib.load('configs/vit_w4.py:sample',
+                               list(dict(overrides, precisions='fp32').items()))
+  config_b = list(dict(overrides, precisions='fp32', seed='1',
+                       **{'adversarial.linf_eps_255': '1,4'}).items())
+  runner.run(config_a, str(tmp_path / 'a'))
+  in_process = runner.run(settings_lib.load('configs/vit_w4.py:sample',
+                                            config_b), str(tmp_path / 'b'))
+  out = subprocess.run(
+      [sys.executable, '-m', 'robustmq_jax.main',
+       '--config=configs/vit_w4.py:sample', '--workdir=' + str(tmp_path / 'c')]
+      + [f'--config.{k}={v}' for k, v in config_b],
+      capture_output=True, text=True, cwd=ROOT, timeout=900)
+  assert out.returncode == 0, out.stderr[-2000:]
+  separate = read_rows(str(tmp_path / 'c' / 'results.jsonl'))
+  assert len(in_process) == len(separate) > 4
+  assert _comparable(in_process) == _comparable(separate)
