@@ -66,6 +66,10 @@ def main(argv: Sequence[str]) -> None:
     runner.run(settings, _WORKDIR.value)
   except UserError as e:
     cli.fail(str(e))
+  except KeyboardInterrupt:
+    print('\ninterrupted: the rows written so far are kept; rerun the same '
+          'command to resume.', file=sys.stderr)
+    sys.exit(130)
 
 
 def entry() -> None:
