@@ -1,4 +1,4 @@
-"""Every config in configs/ builds and validates, with and without 'sample'."""
+"""Every config in configs/ builds and validates, for every arg it lists."""
 
 import glob
 import os
@@ -7,7 +7,11 @@ import importlib.util
 
 import pytest
 
+from robustmq_jax import config_loading
 from robustmq_jax import runner
+from robustmq_jax import settings as settings_lib
+from robustmq_jax import study
+from robustmq_jax.errors import UserError
 
 _CONFIGS = sorted(glob.glob(os.path.join(
     os.path.dirname(os.path.dirname(__file__)), 'configs', '*.py')))
@@ -36,8 +40,25 @@ def test_config_builds_and_validates(path, arg):
 
 @pytest.mark.parametrize('path', _CONFIGS, ids=os.path.basename)
 def test_bad_config_arg_is_refused(path):
-  with pytest.raises(ValueError, match='allowed'):
+  with pytest.raises(UserError, match='allowed'):
     _load(path, 'nonsense')
+
+
+@pytest.mark.parametrize('path', _CONFIGS, ids=os.path.basename)
+def test_every_listed_arg_builds_and_validates(path):
+  rel = os.path.relpath(path, config_loading.REPO_ROOT)
+  args = config_loading.load_module(rel).ARGS
+  assert args, rel
+  for arg in args:
+    settings = settings_lib.load(f'{rel}:{arg}')
+    assert settings.models and settings.precisions and settings.suites
+    assert set(settings.models) <= set(settings.checkpoints)
+
+
+def test_study_defaults_come_from_the_modules_not_importlib():
+  import inspect  # pylint: disable=g-import-not-at-top
+  source = inspect.getsource(study)
+  assert 'importlib' not in source and 'ModuleNotFoundError' not in source
 
 
 def test_configs_exist():
