@@ -100,8 +100,11 @@ def _findings(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         'held': f['held'], 'did_not_hold': f['did_not_hold'],
         'inconclusive': f['inconclusive'], 'masked': f['masked'],
         'note': f.get('note', ''),
-        'ranking': [{'rank': r['rank'] or '–', 'corruption': r['corruption'],
-                     'drop': fmt.pct(r['drop'])} for r in ranking],
+        'ranking': [{'rank': r['rank'], 'corruption': r['corruption'],
+                     'drop': fmt.pct(r['drop'])} for r in ranking
+                    if r['rank']],
+        'extras': [{'corruption': r['corruption'], 'drop': fmt.pct(r['drop'])}
+                   for r in ranking if not r['rank']],
         'table': fmt.Table(
             ['comparison', 'method', 'a %', 'b %', 'diff', 'interval',
              'p (Holm)', 'n', 'outcome'], _comparison_rows(f)),
