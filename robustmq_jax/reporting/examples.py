@@ -1,16 +1,21 @@
 """The strip of example images in report.html: what each noise does.
 
-One test image of the run's dataset under each of the 19 corruptions at
-severities 1-5 (the suite's jitted kernels, one compiled program for all),
-and an FGSM adversarial example against the float model with its
-perturbation amplified. Computed at report time, once per workdir: the PNGs
-and `strip.json` under plots/examples/ are reused while the dataset, image
-and model stay the same.
+One test image of the run's dataset under each corruption the run evaluated
+at severities 1-5 (the suite's jitted kernels, one compiled program for
+all), and, when the run has L-inf attacks, an FGSM adversarial example
+against the float model with its perturbation amplified. Computed at report
+time, once per workdir (the PNGs and `strip.json` under plots/examples/ are
+reused while the dataset, image and model stay the same). The corrupted
+images, whose one compile costs some 10-30 s on a CPU, are also kept in a
+per-user cache (`$XDG_CACHE_HOME/robustmq_jax/examples`, keyed by dataset,
+table, seed and the corruption code) so that a new workdir reuses them.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 from typing import Any, Mapping, Sequence
 
 from absl import logging
@@ -19,7 +24,7 @@ from PIL import Image
 
 FOLDER = os.path.join('plots', 'examples')
 _META = 'strip.json'
-_VERSION = 1
+_VERSION = 2
 _DEFAULT_EPS_255 = 8.0
 _CANDIDATES = 16  # Images tried for an adversarial example that flips.
 
@@ -63,14 +68,36 @@ def _key(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 if r.get('noise') in ('fgsm', 'pgd_linf') and
                 'eps_255' in (r.get('params') or {})})
   seeds = sorted({int(r.get('seed', 0)) for r in rows})
+  names = sorted({r['noise'] for r in rows if r.get('suite') == 'corruption'
+                  and r.get('dataset') == dataset and r['noise'] != 'none'})
   return {'version': _VERSION, 'dataset': dataset, 'model': floats[0],
           'table': tables[0] if tables else None,
           'eps_255': eps[-1] if eps else _DEFAULT_EPS_255,
-          'seed': seeds[0] if seeds else 0}
+          'seed': seeds[0] if seeds else 0, 'corruptions': names,
+          'adversarial': any(r.get('suite') == 'adversarial' for r in rows)}
 
 
-def _corruption_strip(folder, x, seed, table) -> list[Any]:
-  """Every corruption at severities 1-5 of image x [1, H, W, 3] in [0, 1]."""
+def cache_dir() -> str:
+  """The per-user folder of cached corrupted example images."""
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(
+      os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'robustmq_jax', 'examples')
+
+
+def _code_hash() -> str:
+  """Hash of the corruption kernels' source (a change invalidates caches)."""
+  folder = os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), 'corruptions')
+  h = hashlib.sha256()
+  for name in sorted(os.listdir(folder)):
+    if name.endswith('.py'):
+      with open(os.path.join(folder, name), 'rb') as f:
+        h.update(name.encode() + f.read())
+  return h.hexdigest()[:16]
+
+
+def _corruption_strip(folder, x, seed, table, names) -> list[Any]:
+  """Corruptions `names` at severities 1-5 of x [1, H, W, 3] in [0, 1]."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from robustmq_jax import corruptions  # pylint: disable=g-import-not-at-top
@@ -79,7 +106,7 @@ def _corruption_strip(folder, x, seed, table) -> list[Any]:
 
   def all_corruptions(images):
     out = {}
-    for name in corruptions.ALL:
+    for name in names:
       fn = lambda s, name=name: corruptions.apply(
           name, keys, images, severity=s, table=table)[0]
       out[name] = jax.lax.map(fn, sevs)
@@ -93,11 +120,45 @@ def _corruption_strip(folder, x, seed, table) -> list[Any]:
     compiled = lowered.compile()
   got = jax.device_get(compiled(jnp.asarray(x, jnp.float32)))
   out = []
-  for name in corruptions.ALL:
+  for name in names:
     files = [_save_png(folder, f'{name}_{s}.png', got[name][s - 1])
              for s in range(1, 6)]
     out.append((name, name in corruptions.EXTRA, files))
   return out
+
+
+def _cached_corruption_strip(folder, dataset, x, key) -> list[Any]:
+  """`_corruption_strip` through the per-user cache (copied into folder)."""
+  from robustmq_jax import corruptions  # pylint: disable=g-import-not-at-top
+  names = [n for n in corruptions.ALL if n in key['corruptions']]
+  if not names:
+    return []
+  ident = json.dumps([key['dataset'], getattr(dataset, 'image_size', None),
+                      key['table'], key['seed'], names, _code_hash()])
+  cache = os.path.join(cache_dir(), hashlib.sha256(
+      ident.encode()).hexdigest()[:20])
+  meta = os.path.join(cache, 'corruptions.json')
+  try:
+    with open(meta) as f:
+      strip = json.load(f)
+    for _, _, files in strip:
+      for name in files:
+        shutil.copyfile(os.path.join(cache, name), os.path.join(folder, name))
+    return strip
+  except (OSError, ValueError):
+    pass
+  strip = _corruption_strip(folder, x, key['seed'], key['table'], names)
+  try:
+    os.makedirs(cache, exist_ok=True)
+    for _, _, files in strip:
+      for name in files:
+        shutil.copyfile(os.path.join(folder, name), os.path.join(cache, name))
+    with open(meta + '.tmp', 'w') as f:
+      json.dump(strip, f)
+    os.replace(meta + '.tmp', meta)
+  except OSError as e:  # A read-only home: no cache, nothing lost.
+    logging.info('example image cache not written: %s', e)
+  return strip
 
 
 def default_checkpoint(dataset: str, model: str) -> str | None:
@@ -178,6 +239,8 @@ def write_example_strip(workdir: str, rows: Sequence[Mapping[str, Any]], *,
   if not rows:
     return None
   key = _key(rows)
+  if not key['corruptions'] and not key['adversarial']:
+    return None
   folder = os.path.join(workdir, FOLDER)
   cached = _load(folder, key)
   if cached is not None:
@@ -191,11 +254,13 @@ def write_example_strip(workdir: str, rows: Sequence[Mapping[str, Any]], *,
     return None
   os.makedirs(folder, exist_ok=True)
   original = _save_png(folder, 'original.png', x[0])
-  corrs = _corruption_strip(folder, x, key['seed'], key['table'])
+  corrs = _cached_corruption_strip(folder, dataset, x, key)
   ckpt = (checkpoints or {}).get(key['model']) or default_checkpoint(
       key['dataset'], key['model'])
   adv, why = None, ''
-  if ckpt and os.path.isdir(ckpt):
+  if not key['adversarial']:
+    why = 'no adversarial example: the run has no adversarial rows'
+  elif ckpt and os.path.isdir(ckpt):
     try:
       adv = _adversarial(folder, dataset, key, ckpt)
     except Exception as e:  # pylint: disable=broad-except
@@ -204,8 +269,8 @@ def write_example_strip(workdir: str, rows: Sequence[Mapping[str, Any]], *,
     why = (f'no adversarial example: no float checkpoint of {key["model"]} '
            'for this dataset is known to the report (pass checkpoints= to '
            'write_report)')
-  note = (f'test image 0 of {key["dataset"]} under the 19 corruptions at '
-          'severities 1–5' + (
+  note = (f'test image 0 of {key["dataset"]} under the {len(corrs)} '
+          'corruptions of the run at severities 1–5' + (
               f'; FGSM at ε={adv["eps"]} against the float {adv["model"]}, '
               f'perturbation amplified {adv["amplify"]:.0f}×.' if adv else
               f'; {why}.'))

@@ -180,8 +180,7 @@ def write_report(workdir: str, rows: Sequence[Mapping[str, Any]], *,
                                              checkpoints=checkpoints)
   note = ''
   if strip is not None:
-    note = ('report.html shows each corruption at severities 1–5 and an '
-            'adversarial example: ' + strip.note)
+    note = 'In report.html: ' + strip.note
   path = os.path.join(workdir, 'report.md')
   _write(path, markdown(rows, result, secs, images, note))
   _write(os.path.join(workdir, 'report.html'),
