@@ -214,6 +214,8 @@ def run(config: ml_collections.ConfigDict | Settings,
           settings, b.name, float_mut, float_spec, b.precision,
           settings.data.source, settings.data.data_dir or None,
           models_lib.model_info(b.name), cache_dir, mesh)
+    evaluated = (None if mut is float_mut else
+                 provenance.tree_hash(mut.variables) if writer else None)
     for suite in suites:
       cells = [c for (s, c, _), t in zip(b.work, b.todo) if s is suite and t]
       if not cells:
@@ -224,6 +226,8 @@ def run(config: ml_collections.ConfigDict | Settings,
         row = dict(_row_key(b.ctx, mut, suite, cell, b.weights))
         row.update(metrics)
         seconds = time.perf_counter() - start
+        if evaluated:
+          row['weights_evaluated'] = evaluated
         row['time_s'] = round(seconds, 3)
         row['versions'] = provenance.versions()
         row['code'] = provenance.code()
@@ -286,6 +290,9 @@ def _quantized_model_under_test(settings: Settings, name, float_mut, float_spec,
     split = None if settings.data.train_source else 'train'
     ds = data_lib.get_dataset(train_source, split=split, data_dir=data_dir,
                               image_size=info.image_size)
+    if hasattr(ds, 'iter_images'):
+      # File-backed (ImageNet): decode only what calibration / QAT index.
+      return data_lib.lazy_arrays(ds)
     return ds.arrays()
 
   request = quant.QuantRequest(

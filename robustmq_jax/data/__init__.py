@@ -3,6 +3,7 @@
 from robustmq_jax.data.base import Dataset
 from robustmq_jax.data.base import HostBatch
 from robustmq_jax.data.base import iter_batches
+from robustmq_jax.data.base import lazy_arrays
 from robustmq_jax.errors import invalid
 
 SOURCES = ('sample', 'tfds:<name>[:<split>]', 'folder:<path>')
