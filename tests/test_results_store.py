@@ -6,6 +6,7 @@ import os
 from robustmq_jax.results import CORRUPT_FILE
 from robustmq_jax.results import latest
 from robustmq_jax.results import mixed_weights
+from robustmq_jax.results import provenance
 from robustmq_jax.results import read_rows
 from robustmq_jax.results import ResultStore
 
@@ -91,3 +92,25 @@ def test_provenance_is_part_of_the_key_and_latest_keeps_the_newest(tmp_path):
       ('none', 0.9), ('other', 0.5)]
   assert mixed_weights(store.rows) == {'m': ['aaa', 'bbb']}
   assert mixed_weights(newest) == {}
+
+
+def test_tree_hash_follows_content():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  a = {'dense': {'kernel': np.ones((2, 3), np.float32)}}
+  b = {'dense': {'kernel': np.ones((2, 3), np.float32)}}
+  assert provenance.tree_hash(a) == provenance.tree_hash(b)
+  b['dense']['kernel'][0, 0] = 2
+  assert provenance.tree_hash(a) != provenance.tree_hash(b)
+  assert provenance.tree_hash({'k': np.ones(6, np.float32)}) != (
+      provenance.tree_hash({'k': np.ones((2, 3), np.float32)}))
+
+
+def test_folder_hash_follows_content_not_path(tmp_path):
+  for d in ('a', 'b'):
+    (tmp_path / d).mkdir()
+    (tmp_path / d / 'variables.msgpack').write_bytes(b'weights')
+  assert provenance.folder_hash(str(tmp_path / 'a')) == provenance.folder_hash(
+      str(tmp_path / 'b'))
+  (tmp_path / 'b' / 'variables.msgpack').write_bytes(b'retrained')
+  assert provenance.folder_hash(str(tmp_path / 'a')) != provenance.folder_hash(
+      str(tmp_path / 'b'))

@@ -11,8 +11,10 @@ new rows beside the old ones instead of skipping:
   data:    {'source', 'size', 'image_size', 'preprocessing'}
 
 Both are known before any weights are loaded, so finished cells are still
-skipped without loading anything. Rows also carry `versions` (libraries) and
-`code` (this project's version and git commit).
+skipped without loading anything. Rows of a quantized model also record
+`weights_evaluated`, the content hash of the quantized variables it ran
+(`tree_hash`), and every row carries `versions` (libraries) and `code`
+(this project's version and git commit).
 """
 
 import functools
@@ -97,6 +99,25 @@ def folder_hash(folder: str) -> str:
       h.update(b'\0')
     _hash_cache[key] = h.hexdigest()[:_HASH_CHARS]
   return _hash_cache[key]
+
+
+def tree_hash(tree: Any) -> str | None:
+  """Content hash of a pytree of arrays (names, dtypes, shapes, bytes).
+
+  None where the arrays are not all on this process (multi-host shards).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  h = hashlib.sha256()
+  for path, leaf in leaves:
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      return None
+    value = np.asarray(jax.device_get(leaf))
+    h.update(f'{jax.tree_util.keystr(path)}|{value.dtype}|{value.shape}'
+             .encode())
+    h.update(np.ascontiguousarray(value).tobytes())
+  return h.hexdigest()[:_HASH_CHARS]
 
 
 def digest(obj: Any) -> str:
