@@ -4,13 +4,16 @@
 shows cells done/total, images/s and an ETA over the remaining cells from
 the rates measured so far (per suite, as suites differ by orders of
 magnitude), on one line rewritten in place on a terminal, or as a line every
-`every_s` seconds otherwise. Per-row lines are logged at INFO, below the
+`every_s` seconds otherwise; a background heartbeat keeps it current during
+long cells and compiles (with the time spent in the current cell). Per-row
+lines are logged at INFO, below the
 default verbosity of the main job (`-v 0` shows them). `summary` is the
 three lines the run ends with.
 """
 
 import collections
 import sys
+import threading
 import time
 from typing import Any, Iterable, Mapping, TextIO
 
@@ -45,10 +48,23 @@ class GridProgress:
     self._last_print = -float('inf')
     self._stage = ''
     self._width = 0
+    self._cell_start = self.start
+    self._lock = threading.Lock()
+    self._stop = threading.Event()
+    self._thread = None
+    if self.enabled:
+      self._thread = threading.Thread(target=self._beat, daemon=True,
+                                      name='GridProgress')
+      self._thread.start()
+
+  def _beat(self) -> None:
+    while not self._stop.wait(1.0 if self.tty else self.every_s):
+      self._show(force=self.tty)
 
   def stage(self, text: str) -> None:
     """What is being computed now (model, precision, suite)."""
     self._stage = text
+    self._cell_start = time.perf_counter()
     self._show(force=self.tty)
 
   def cell_done(self, suite: str, images: int, seconds: float) -> None:
@@ -57,6 +73,7 @@ class GridProgress:
     self.spent[suite] += seconds
     self.cells[suite] += 1
     self.todo[suite] -= 1
+    self._cell_start = time.perf_counter()
     self._show(force=self.tty)
 
   def eta_s(self) -> float | None:
@@ -83,29 +100,35 @@ class GridProgress:
     parts.append(f'ETA {_duration(eta)}' if eta is not None else 'ETA ?')
     parts.append(f'elapsed {_duration(elapsed)}')
     if self._stage:
-      parts.append(self._stage)
+      in_cell = time.perf_counter() - self._cell_start
+      parts.append(self._stage + (f' ({_duration(in_cell)} in this cell)'
+                                  if in_cell >= 10 else ''))
     return '  '.join(parts)
 
   def _show(self, force: bool = False) -> None:
     if not self.enabled:
       return
-    now = time.perf_counter()
-    if not force and now - self._last_print < self.every_s:
-      return
-    self._last_print = now
-    text = self.line()
-    if self.tty:
-      pad = max(0, self._width - len(text))
-      self.stream.write('\r' + text + ' ' * pad)
-      self._width = len(text)
-    else:
-      self.stream.write(text + '\n')
-    self.stream.flush()
+    with self._lock:
+      now = time.perf_counter()
+      if not force and now - self._last_print < self.every_s:
+        return
+      self._last_print = now
+      text = self.line()
+      if self.tty:
+        pad = max(0, self._width - len(text))
+        self.stream.write('\r' + text + ' ' * pad)
+        self._width = len(text)
+      else:
+        self.stream.write(text + '\n')
+      self.stream.flush()
 
   def close(self) -> None:
     """Ends the progress line (a final update on a terminal)."""
-    if not self.enabled:
+    if not self.enabled or self._stop.is_set():
       return
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
     self._stage = ''
     if self.tty:
       self._show(force=True)

@@ -190,6 +190,23 @@ def run(config: ml_collections.ConfigDict | Settings,
       todo_by_suite[suite.name] = todo_by_suite.get(suite.name, 0) + int(t)
   done = sum(len(b.work) - int(b.todo.sum()) for b in blocks)
   bar = progress_lib.GridProgress(todo_by_suite, done, enabled=writer)
+  try:
+    _compute(settings, suites, blocks, store, bar, evaluator, mesh,
+             cache_dir, writer)
+  finally:
+    bar.close()
+    _release(suites, evaluator, model_done=True)
+  if writer:
+    from robustmq_jax import reporting  # pylint: disable=g-import-not-at-top
+    report = reporting.write_report(workdir, store.rows)
+    _print_end(workdir, report, bar, store.rows)
+  return store.rows
+
+
+def _compute(settings: Settings, suites, blocks: list[_Block],
+             store: ResultStore, bar: progress_lib.GridProgress, evaluator,
+             mesh, cache_dir: str, writer: bool) -> None:
+  """Evaluates the unfinished cells of every block, appending their rows."""
   float_models = {}
   for i, b in enumerate(blocks):
     if i and (blocks[i - 1].todo.any()):
@@ -239,14 +256,6 @@ def run(config: ml_collections.ConfigDict | Settings,
                      metrics['accuracy'], metrics['n'])
         start = time.perf_counter()
     mut = float_mut = None  # Only float_models keeps the float weights.
-  bar.close()
-  float_models.clear()
-  _release(suites, evaluator, model_done=True)
-  if writer:
-    from robustmq_jax import reporting  # pylint: disable=g-import-not-at-top
-    report = reporting.write_report(workdir, store.rows)
-    _print_end(workdir, report, bar, store.rows)
-  return store.rows
 
 
 def _release(suites, evaluator, *, model_done: bool) -> None:
