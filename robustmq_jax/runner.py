@@ -66,8 +66,10 @@ def checkpoint_folder(settings: Settings, name: str) -> str:
   return path
 
 
-def load_float_model(settings: Settings, name: str):
+def load_float_model(settings: Settings | ml_collections.ConfigDict,
+                     name: str):
   """Returns (module, variables, spec) of the float checkpoint of `name`."""
+  settings = settings_lib.from_config(settings)
   module, variables, spec = checkpoints.load(checkpoint_folder(settings, name))
   if spec['model'] != name:
     raise UserError(f'config.checkpoints.{name}='
