@@ -17,6 +17,7 @@ from robustmq_jax import suites
 from robustmq_jax.errors import UserError
 from robustmq_jax.evaluation import Evaluator
 from robustmq_jax.evaluation import make_mesh
+from robustmq_jax.reporting import adversarial as adversarial_report
 from robustmq_jax.suites import adversarial
 from robustmq_jax.suites import transfer_cache
 from tests import fakes
@@ -215,9 +216,9 @@ def test_autoattack_and_square_rows_and_summary():
             for s in ('apgd_ce', 'apgd_t', 'fab_t', 'square')]
   assert all(a >= b for a, b in zip(stages, stages[1:]))
   assert aa['accuracy'] <= stages[0] + 1e-9
-  text = suite.summarize(rows)
+  text = adversarial_report.section(rows).markdown()
   assert text.startswith('## Adversarial robustness')
-  assert '| cnn | a4 | autoattack | 25/255 | 24 |' in text
+  assert '| cnn | a4 |  | autoattack | 25/255 | 24 |' in text
   # A Square row far below white-box PGD at the same eps gets flagged.
   fake = [dict(model='m', precision='w2', suite='adversarial',
                noise='pgd_linf', params={'eps': 0.1, 'eps_255': 25.5},
@@ -225,8 +226,9 @@ def test_autoattack_and_square_rows_and_summary():
           dict(model='m', precision='w2', suite='adversarial',
                noise='square', params={'eps': 0.1, 'eps_255': 25.5},
                n=10, accuracy=0.2, masking_flag=False)]
-  assert 'Possible gradient masking' in suite.summarize(fake)
-  assert suite.summarize([]) == ''
+  assert 'Possible gradient masking' in adversarial_report.section(
+      fake).markdown()
+  assert adversarial_report.section([]) is None
 
 
 def test_suites_are_per_run_and_release_their_programs():

@@ -20,11 +20,11 @@ import pytest
 from robustmq_jax import corruptions
 from robustmq_jax import suites
 from robustmq_jax.corruptions import metrics
-from robustmq_jax.corruptions import report
 from robustmq_jax.errors import UserError
 from robustmq_jax.evaluation import Evaluator
 from robustmq_jax.evaluation import make_mesh
 from robustmq_jax.evaluation import replicate
+from robustmq_jax.reporting import corruption as corruption_report
 from robustmq_jax.suites import corruption as suite_lib
 from tests import fakes
 
@@ -205,7 +205,7 @@ def _rows(dataset='sample', table='32'):
 
 
 def test_report_fp32_normalised():
-  md = report.summarize(_rows(), order=corruptions.ALL)
+  md = corruption_report.section(_rows()).markdown()
   assert 'fp32 of the same model' in md
   # fp32 normalised by itself: mCE 100.
   fp32_line = next(l for l in md.splitlines() if l.startswith('| m | fp32'))
@@ -218,7 +218,7 @@ def test_report_fp32_normalised():
 
 
 def test_report_alexnet_normalised_on_imagenet():
-  md = report.summarize(_rows('imagenet2012', '224'), order=corruptions.ALL)
+  md = corruption_report.section(_rows('imagenet2012', '224')).markdown()
   assert 'AlexNet' in md
   # fp32 fog CE = (0.2 + 0.4) / (0.67474 + 0.76050).
   want = 100 * 0.6 / (0.67474 + 0.76050)

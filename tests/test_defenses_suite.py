@@ -12,6 +12,7 @@ from robustmq_jax.defenses import settings
 from robustmq_jax.errors import UserError
 from robustmq_jax.evaluation import Evaluator
 from robustmq_jax.evaluation import make_mesh
+from robustmq_jax.reporting import amplification as amplification_report
 from robustmq_jax.suites import amplification
 from tests import fakes
 
@@ -80,7 +81,7 @@ def test_amplification_suite_rows_and_summary():
       list(by[('fp32', 'amplification_pgd_float')]['gain'].values()),
       list(by[('fp32', 'amplification_pgd_self')]['gain'].values()),
       rtol=1e-5)
-  text = suite.summarize(rows)
+  text = amplification_report.section(rows).markdown()
   assert '| w2a2:dq |' in text and 'vs fp32' in text
 
 
@@ -122,48 +123,3 @@ def test_method_of_and_settings():
   q.laaq.propagation = 'guess'
   with pytest.raises(UserError, match='config.quant.laaq.propagation'):
     settings.validate_config(q)
-
-
-def _row(precision, method, suite, noise, acc, params=None, **extra):
-  return dict(model='m', precision=precision, method=method, suite=suite,
-              noise=noise, params=params or {}, accuracy=acc, n=10, **extra)
-
-
-def test_report_section_table_and_verdicts():
-  from robustmq_jax.defenses import report  # pylint: disable=g-import-not-at-top
-  rows = []
-  table = {  # clean, pgd 2/255, pgd 8/255, autoattack, head gain
-      ('fp32', 'float'): (0.90, 0.50, 0.0, 0.0, 5.0),
-      ('w4a4:lsq', 'lsq'): (0.88, 0.40, 0.0, 0.0, 7.0),
-      ('w4a4:dq', 'dq'): (0.89, 0.60, 0.1, 0.05, 4.0),
-      ('fp32:adv', 'adv'): (0.85, 0.80, 0.6, 0.55, 2.0),
-      ('w4a4:adv_ptq', 'adv_ptq'): (0.80, 0.70, 0.5, 0.45, 2.5),
-      ('w4a4:laaq', 'laaq'): (0.82, 0.72, 0.52, 0.46, 2.4),
-  }
-  for (p, m), (clean, p2, p8, aa, gain) in table.items():
-    rows.append(_row(p, m, 'clean', 'none', clean))
-    rows.append(_row(p, m, 'adversarial', 'pgd_linf', p2, {'eps_255': 2.0},
-                     accuracy_transfer=p2 + 0.1))
-    rows.append(_row(p, m, 'adversarial', 'pgd_linf', p8, {'eps_255': 8.0}))
-    rows.append(_row(p, m, 'adversarial', 'autoattack', aa, {'eps_255': 8.0}))
-    rows.append(_row(p, m, 'corruption', 'fog', clean - 0.1))
-    rows.append(_row(p, m, 'corruption', 'none', clean))
-    rows.append(_row(p, m, 'amplification', 'amplification_pgd_float', 0.1,
-                     gain_logits=gain))
-  text = report.section(rows)
-  assert '| w4a4 | DQ | 89.0 | 60.0 | 10.0 | 5.0 |' in text
-  assert 'w4a4 PGD 2/255: DQ 60.0 vs vanilla 40.0 held' in text
-  assert '| fp32 | float | 90.0 |' in text and 'mean corruption' in text
-  lines = {l.split(':')[0]: l for l in text.splitlines() if l.startswith('- ')}
-  assert '**held**' in lines['- DQ models are more robust than vanilla '
-                             'quantized']
-  # PGD 8/255 and AutoAttack tie at 0; PGD 2/255 decides.
-  assert '**held**' in lines['- vanilla quantized models are less robust '
-                             'than float under attack']
-  assert 'tie' in lines['- vanilla quantized models are less robust than '
-                        'float under attack']
-  assert '**held**' in lines['- LAAQ is more robust than uniform '
-                             'quantization of the same PGD-trained model']
-  assert 'not evaluated' in lines['- adversarially trained models lose more '
-                                  'to quantization than plainly trained ones']
-  assert report.section([r for r in rows if ':' not in r['precision']]) == ''

@@ -19,8 +19,8 @@ from robustmq_jax.errors import UserError
 from robustmq_jax.evaluation import Evaluator
 from robustmq_jax.evaluation import make_mesh
 from robustmq_jax.evaluation import replicate
+from robustmq_jax.reporting import systematic as report
 from robustmq_jax.suites import systematic as suite_lib
-from robustmq_jax.systematic import report
 from tests.test_systematic_resize import library_resize
 
 NUM_CLASSES = 4
@@ -145,8 +145,9 @@ def test_skipped_decoders_and_failures_and_subset():
     assert met['decode_failures'] == int(3 in ids)
     assert set(met['skipped_decoders']) == set(missing[:1])
     rows.append({'dataset': 'jpegs', 'model': 'linear', 'precision': 'fp32',
-                 'noise': cell.noise, 'params': dict(cell.params), **met})
-  text = suite.summarize(rows)
+                 'suite': 'systematic', 'noise': cell.noise,
+                 'params': dict(cell.params), **met})
+  text = report.section(rows).markdown()
   for name in missing[:1]:
     assert name in text
 
@@ -177,14 +178,15 @@ def test_summary_names_the_harmful_resizes():
       if m == 'cv2_area':
         acc = base + 0.01
       rows.append({'dataset': 'd', 'model': 'm', 'precision': 'fp32',
-                   'noise': m, 'accuracy': acc, 'n': 10,
+                   'suite': 'systematic', 'noise': m, 'accuracy': acc,
+                   'n': 10,
                    'params': {'decoder': d, 'protocol': 'imagenet',
                               'resize_to': 36, 'crop': 32}})
   s = report.grid_stats(rows)
   assert s['ref'] == pytest.approx(0.89)
   assert 'nearest' in s['most_harmful'] and s['least_harmful'] == 'cv2_area'
   assert s['decoder_order'] == ['opencv', 'pil']
-  text = report.summarize(rows)
+  text = report.section(rows).markdown()
   assert '**cv2_area**' in text and '| pil |' in text
   assert 'grid mean' in text and 'Drop vs reference' in text
 
