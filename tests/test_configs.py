@@ -4,6 +4,7 @@ import glob
 import os
 
 import importlib.util
+import shlex
 
 import pytest
 
@@ -78,3 +79,27 @@ def test_sample_full_widens_the_quickstart_grid(name):
   assert len(full.systematic.decoders) == 13
   assert full.precisions == quick.precisions
   assert full.data.source == quick.data.source == 'sample'
+
+
+def _readme_commands():
+  path = os.path.join(config_loading.REPO_ROOT, 'README.md')
+  with open(path) as f:
+    text = f.read().replace('\\\n', ' ')
+  commands = []
+  for line in text.splitlines():
+    if ('python -m robustmq_jax.main' in line and '--config=' in line
+        and '<study>' not in line):  # Not the usage template.
+      commands.append(shlex.split(line.split('python -m robustmq_jax.main',
+                                             1)[1].split('#')[0]))
+  return commands
+
+
+def test_readme_commands_load_and_validate():
+  commands = _readme_commands()
+  assert len(commands) >= 5  # Fails, not skips, if the examples go away.
+  for argv in commands:
+    rest, overrides = config_loading.split_argv(argv)
+    spec = [a.split('=', 1)[1] for a in rest if a.startswith('--config=')][0]
+    overrides = [(k, os.path.expandvars(v)) for k, v in overrides]
+    settings = settings_lib.load(spec, overrides)
+    assert settings.models, argv
