@@ -49,6 +49,7 @@ class GridProgress:
     self._stage = ''
     self._width = 0
     self._cell_start = self.start
+    self._suite = None
     self._lock = threading.Lock()
     self._stop = threading.Event()
     self._thread = None
@@ -61,9 +62,10 @@ class GridProgress:
     while not self._stop.wait(1.0 if self.tty else self.every_s):
       self._show(force=self.tty)
 
-  def stage(self, text: str) -> None:
-    """What is being computed now (model, precision, suite)."""
+  def stage(self, text: str, suite: str | None = None) -> None:
+    """What is being computed now (model, precision[, suite])."""
     self._stage = text
+    self._suite = suite
     self._cell_start = time.perf_counter()
     self._show(force=self.tty)
 
@@ -81,13 +83,17 @@ class GridProgress:
     if not self.computed:
       return None
     overall = sum(self.spent.values()) / self.computed
-    left = 0.0
+    left, current = 0.0, 0.0
     for suite, n in self.todo.items():
       if n > 0:
         rate = (self.spent[suite] / self.cells[suite] if self.cells[suite]
                 else overall)
         left += n * rate
-    return left
+        if suite == self._suite:
+          current = rate
+    # The cell under way is partly done (up to its expected time).
+    in_cell = time.perf_counter() - self._cell_start
+    return max(0.0, left - min(in_cell, current))
 
   def line(self) -> str:
     elapsed = time.perf_counter() - self.start

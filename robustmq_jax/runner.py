@@ -239,7 +239,7 @@ def _compute(settings: Settings, suites, blocks: list[_Block],
       cells = [c for (s, c, _), t in zip(b.work, b.todo) if s is suite and t]
       if not cells:
         continue
-      bar.stage(f'{b.name} {b.precision} {suite.name}')
+      bar.stage(f'{b.name} {b.precision} {suite.name}', suite.name)
       start = time.perf_counter()
       for cell, metrics in suite.run(b.ctx, mut, cells):
         row = dict(_row_key(b.ctx, mut, suite, cell, b.weights))
