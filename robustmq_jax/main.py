@@ -5,7 +5,8 @@ r"""The main job.
 
 Flags, JAX setup, then `runner.run(settings, workdir)`. The config is loaded,
 overridden and validated once (robustmq_jax/settings.py) before anything is
-written; bad input ends with one sentence on stderr and exit code 2.
+written; bad input ends with one sentence on stderr and exit code 2. `--help`
+lists the configs, their args, the main fields and the override syntax.
 """
 
 import sys
