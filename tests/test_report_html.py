@@ -95,8 +95,7 @@ def test_page_is_self_contained(workdir):
 
 
 def test_example_strip_embeds_the_run_corruptions_and_an_adversarial(workdir):
-  strip = examples._load(  # pylint: disable=protected-access
-      str(workdir / examples.FOLDER), examples._key(_rows()))  # pylint: disable=protected-access
+  strip = examples.cached_strip(str(workdir), _rows())
   assert strip is not None
   assert [c[0] for c in strip.corruptions] == ['brightness', 'contrast']
   assert all(len(c[2]) == 5 for c in strip.corruptions)

@@ -249,6 +249,6 @@ def test_write_report_files_csv_and_units(tmp_path):
 def test_reporting_imports_no_suite():
   code = ('import sys, robustmq_jax.reporting.report, '
           'robustmq_jax.reporting.html, robustmq_jax.reporting.examples; '
-          "bad = [m for m in sys.modules if m.startswith('robustmq_jax.suites')]"
-          '; assert not bad, bad')
+          'bad = [m for m in sys.modules '
+          "if m.startswith('robustmq_jax.suites')]; assert not bad, bad")
   subprocess.run([sys.executable, '-c', code], check=True)

@@ -113,8 +113,8 @@ def _table(models_data, pgd_eps, headline) -> fmt.Table:
   for k in sorted(models_data, key=_order):
     d = models_data[k]
     body.append([k[0], _NAMES.get(k[1], k[1])] + [
-        fmt.number(d.get(c)) if c.startswith('gain') else fmt.pct(_acc(d.get(c)))
-        for c, _ in cols])
+        fmt.number(d.get(c)) if c.startswith('gain')
+        else fmt.pct(_acc(d.get(c))) for c, _ in cols])
   return fmt.Table(['bits', 'method'] + [c[1] for c in cols], body)
 
 

@@ -221,6 +221,12 @@ def _load(folder: str, key: Mapping[str, Any]) -> Strip | None:
                meta['adversarial'], meta['note'])
 
 
+def cached_strip(workdir: str, rows: Sequence[Mapping[str, Any]]
+                 ) -> Strip | None:
+  """The strip kept in `workdir` for `rows`, or None if none matches."""
+  return _load(os.path.join(workdir, FOLDER), _key(rows)) if rows else None
+
+
 def write_example_strip(workdir: str, rows: Sequence[Mapping[str, Any]], *,
                         checkpoints: Mapping[str, str] | None = None
                         ) -> Strip | None:

@@ -27,6 +27,7 @@ _DPI = 100
 
 @dataclasses.dataclass
 class Plot:
+  """A written PNG and its caption."""
   path: str
   caption: str
 
@@ -61,8 +62,9 @@ def _save(fig, path: str) -> None:
   os.replace(path + '.tmp.png', path)
 
 
-def _legend(fig, ax_or_handles=None):
-  handles, labels = ax_or_handles.get_legend_handles_labels()
+def _legend(fig, ax) -> None:
+  """The legend of `ax`'s lines, right of the figure (never over data)."""
+  handles, labels = ax.get_legend_handles_labels()
   if handles:
     fig.legend(handles, labels, loc='center left', bbox_to_anchor=(1.0, 0.5),
                fontsize=9, frameon=False, title='model')
@@ -305,11 +307,13 @@ def write_plots(folder: str, rows: Sequence[Mapping[str, Any]]) -> list[Plot]:
   for (dataset, model), mrows in sorted(by_model.items()):
     tag = f'{dataset}_{model}' if multi else model
     tag = ''.join(c if c.isalnum() or c in '_-.' else '_' for c in tag)
-    suite = lambda s: [r for r in mrows if r['suite'] == s]  # pylint: disable=cell-var-from-loop
+    suite = collections.defaultdict(list)
+    for r in mrows:
+      suite[r['suite']].append(r)
     for plot in (_bit_widths(folder, tag, mrows),
-                 _adversarial(folder, tag, suite('adversarial')),
-                 _corruption(folder, tag, suite('corruption')),
-                 _systematic(folder, tag, suite('systematic'))):
+                 _adversarial(folder, tag, suite['adversarial']),
+                 _corruption(folder, tag, suite['corruption']),
+                 _systematic(folder, tag, suite['systematic'])):
       if plot:
         out.append(plot)
   return out

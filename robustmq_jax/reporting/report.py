@@ -19,8 +19,10 @@ from robustmq_jax.reporting import amplification
 from robustmq_jax.reporting import clean
 from robustmq_jax.reporting import corruption
 from robustmq_jax.reporting import defenses
+from robustmq_jax.reporting import examples as example_strip
 from robustmq_jax.reporting import findings
 from robustmq_jax.reporting import format as fmt
+from robustmq_jax.reporting import html
 from robustmq_jax.reporting import plots
 from robustmq_jax.reporting import systematic
 # Kept for the suites' old `summarize` methods until they are removed.
@@ -165,7 +167,6 @@ def write_report(workdir: str, rows: Sequence[Mapping[str, Any]], *,
   Returns:
     The path of report.md.
   """
-  from robustmq_jax.reporting import html  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
   rows = results_lib.latest(rows)
   write_csv(os.path.join(workdir, 'results.csv'), rows)
@@ -175,9 +176,8 @@ def write_report(workdir: str, rows: Sequence[Mapping[str, Any]], *,
   images = plots.write_plots(os.path.join(workdir, 'plots'), rows)
   strip = None
   if examples and rows:
-    from robustmq_jax.reporting import examples as examples_lib  # pylint: disable=g-import-not-at-top
-    strip = examples_lib.write_example_strip(workdir, rows,
-                                             checkpoints=checkpoints)
+    strip = example_strip.write_example_strip(workdir, rows,
+                                              checkpoints=checkpoints)
   note = ''
   if strip is not None:
     note = 'In report.html: ' + strip.note
