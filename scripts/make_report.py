@@ -1,4 +1,7 @@
-r"""Regenerates report.md, results.csv and plots from a workdir's results.jsonl.
+r"""Regenerates a workdir's report from its results.jsonl, evaluating nothing.
+
+Writes report.md, report.html (self-contained), findings.json, results.csv
+and plots/ (robustmq_jax.reporting.write_report):
 
   python scripts/make_report.py --workdir=/tmp/robustmq
 """
