@@ -6,6 +6,7 @@ Needs Debian's `chromium` (`.ci/run` installs it). Under CI (CI=true) a
 missing browser fails the test; elsewhere it is skipped.
 """
 
+import json
 import os
 import re
 import shutil
@@ -143,3 +144,22 @@ def test_screenshot_renders(workdir, tmp_path):
                                                           'report.html'))
   assert got.returncode == 0, got.stderr[-2000:]
   assert shot.exists() and shot.stat().st_size > 20_000
+
+
+def test_counts_in_both_reports_agree_with_findings_json(workdir):
+  result = json.loads((workdir / 'findings.json').read_text())
+  md = (workdir / 'report.md').read_text()
+  page = (workdir / 'report.html').read_text()
+  for f in result['findings']:
+    counts = (f['held'], f['did_not_hold'], f['inconclusive'], f['masked'])
+    assert counts == tuple(sum(c['outcome'] == o for c in f['comparisons'])
+                           for o in ('held', 'did_not_hold', 'inconclusive',
+                                     'masked'))
+    html_line = re.search(
+        rf'id="finding-{f["id"]}".*?<p class="counts">(\d+) held, (\d+) did '
+        r'not hold, (\d+) inconclusive; (\d+) masked', page, re.S)
+    assert tuple(map(int, html_line.groups())) == counts, f['id']
+    md_line = re.search(
+        rf'\*\*{f["id"]}\*\* .*?(\d+) held, (\d+) did not hold, (\d+) '
+        r'inconclusive of \d+ counted comparisons; (\d+) masked', md)
+    assert tuple(map(int, md_line.groups())) == counts, f['id']

@@ -252,3 +252,21 @@ def test_reporting_imports_no_suite():
           'bad = [m for m in sys.modules '
           "if m.startswith('robustmq_jax.suites')]; assert not bad, bad")
   subprocess.run([sys.executable, '-c', code], check=True)
+
+
+def test_make_report_script_regenerates_every_file(tmp_path):
+  rows = [_row('fp32', 'clean', 'none', 0.9), _row('w4a4', 'clean', 'none',
+                                                   0.8)]
+  dirs = [tmp_path / 'a', tmp_path / 'b']
+  for d in dirs:
+    d.mkdir()
+    (d / 'results.jsonl').write_text(
+        ''.join(json.dumps(r) + '\n' for r in rows))
+  script = os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), 'scripts', 'make_report.py')
+  subprocess.run([sys.executable, script] +
+                 [f'--workdir={d}' for d in dirs], check=True,
+                 capture_output=True)
+  for d in dirs:
+    for f in ('report.md', 'report.html', 'findings.json', 'results.csv'):
+      assert (d / f).exists(), (d, f)
