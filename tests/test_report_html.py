@@ -83,8 +83,9 @@ def _rows():
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
   folder = tmp_path_factory.mktemp('report')
-  os.environ['XDG_CACHE_HOME'] = str(tmp_path_factory.mktemp('cache'))
-  report.write_report(str(folder), _rows())
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv('XDG_CACHE_HOME', str(tmp_path_factory.mktemp('cache')))
+    report.write_report(str(folder), _rows())
   return folder
 
 

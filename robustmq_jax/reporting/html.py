@@ -140,7 +140,7 @@ def _strip(strip) -> dict[str, Any] | None:
 
 def render(*, title: str, intro: str, result: Mapping[str, Any],
            sections: Sequence[fmt.Section], images: Sequence[Any],
-           strip: Any = None,
+           strip: Any = None, strip_note: str = '',
            tables: Sequence[tuple[str, fmt.Table]] = ()) -> str:
   """The page's HTML text."""
   env = jinja2.Environment(
@@ -155,4 +155,4 @@ def render(*, title: str, intro: str, result: Mapping[str, Any],
                  'blocks': _blocks(s)} for s in sections],
       plots=[{'uri': data_uri(p.path), 'caption': p.caption}
              for p in images],
-      strip=_strip(strip), tables=tables)
+      strip=_strip(strip), strip_note=strip_note, tables=tables)

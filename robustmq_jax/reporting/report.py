@@ -174,11 +174,15 @@ def write_report(workdir: str, rows: Sequence[Mapping[str, Any]], *,
   findings.write_json(workdir, result)
   secs = sections(rows)
   images = plots.write_plots(os.path.join(workdir, 'plots'), rows)
-  strip = None
+  strip, note = None, ''
   if examples and rows:
-    strip = example_strip.write_example_strip(workdir, rows,
-                                              checkpoints=checkpoints)
-  note = ''
+    try:
+      strip = example_strip.write_example_strip(workdir, rows,
+                                                checkpoints=checkpoints)
+    except Exception as e:  # pylint: disable=broad-except
+      # The report must not fail for its illustrations.
+      logging.exception('example images failed')
+      note = f'Example images failed: {type(e).__name__}: {e}'
   if strip is not None:
     note = 'In report.html: ' + strip.note
   path = os.path.join(workdir, 'report.md')
@@ -186,5 +190,5 @@ def write_report(workdir: str, rows: Sequence[Mapping[str, Any]], *,
   _write(os.path.join(workdir, 'report.html'),
          html.render(title='robustmq_jax report', intro=_intro(rows),
                      result=result, sections=secs, images=images,
-                     strip=strip, tables=all_rows(rows)))
+                     strip=strip, strip_note=note, tables=all_rows(rows)))
   return path
