@@ -270,3 +270,9 @@ def test_make_report_script_regenerates_every_file(tmp_path):
   for d in dirs:
     for f in ('report.md', 'report.html', 'findings.json', 'results.csv'):
       assert (d / f).exists(), (d, f)
+
+
+def test_a_float_only_clean_run_still_gets_a_plot(tmp_path):
+  report.write_report(str(tmp_path), [_row('fp32', 'clean', 'none', 0.9)],
+                      examples=False)
+  assert os.listdir(tmp_path / 'plots') == ['bits_m.png']

@@ -245,11 +245,13 @@ def _series(rows) -> dict[str, Mapping[str, float]]:
 def _bit_widths(folder, tag, rows) -> Plot | None:
   methods = sorted({r.get('method', '') for r in rows
                     if _bits(r['precision']) is not None})
-  if not methods:
-    return None
   floats = [r for r in rows if r['precision'] == 'fp32' and
             r.get('method', 'float') == 'float']
   fseries = _series(floats)
+  if not methods and not fseries:
+    return None
+  # A float-only run still gets its panel: the float levels alone.
+  methods = methods or ['float model only']
   fig, axes = plt.subplots(1, len(methods), figsize=(4.4 * len(methods), 3.4),
                            squeeze=False)
   cmap = plt.get_cmap('tab10')
@@ -274,7 +276,7 @@ def _bit_widths(folder, tag, rows) -> Plot | None:
                     marker='o', capsize=3, color=cmap(i), label=name)
       if name in fseries:
         ax.axhline(100 * fseries[name][0], color=cmap(i), linestyle='--',
-                   linewidth=1)
+                   linewidth=1, label=None if pts else f'{name} (float)')
     ax.set_xticks(bits)
     ax.set_xlabel('weight bits')
     ax.set_ylabel('accuracy (%)')
