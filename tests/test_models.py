@@ -15,6 +15,11 @@ from robustmq_jax.models.ops import Ops
 
 _ALL = models.list_models()
 _SMALL = ['resnet20_cifar', 'vit_tiny_patch4_32']
+# The first (stem) and last (classifier) contraction of each family.
+_FIRST = {'resnet': 'conv1', 'regnet': 'stem_conv', 'mobilenet': 'conv_stem',
+          'vit': 'embedding'}
+_LAST = {'resnet': 'fc', 'regnet': 'fc', 'mobilenet': 'classifier',
+         'vit': 'head'}
 
 
 def _shapes(module, size, batch=1):
@@ -108,7 +113,7 @@ def _vit_tree(patch, dim, depth, heads, mlp, num_classes, tokens):
 def test_output_shape_and_info(name):
   info = models.model_info(name)
   assert info.name == name
-  assert info.family in ('resnet', 'vit')
+  assert info.family in ('resnet', 'regnet', 'mobilenet', 'vit')
   assert info.image_size in (32, 224)
   variables, out = _shapes(models.get_model(name, num_classes=7),
                            info.image_size, batch=2)
@@ -251,10 +256,9 @@ def test_every_contraction_goes_through_ops(name):
     assert {p.rsplit('/', 1)[1] for p in einsums} == {'qk', 'pv'}
   else:
     assert not einsums
-  assert [p for p, r in roles.items() if r.first] == [
-      'conv1' if 'resnet' in name else 'embedding']
-  assert [p for p, r in roles.items() if r.last] == [
-      'fc' if 'resnet' in name else 'head']
+  family = models.model_info(name).family
+  assert [p for p, r in roles.items() if r.first] == [_FIRST[family]]
+  assert [p for p, r in roles.items() if r.last] == [_LAST[family]]
   for path, role in roles.items():
     kind = 'conv' if ('conv' in path or path == 'embedding') else 'dense'
     assert role.kind == ('einsum' if path in einsums else kind), path

@@ -9,12 +9,13 @@ Nothing here downloads: fetch the weights yourself (checkpoints/README.md).
 Input normalisation and the GELU flavour are part of the result
 (``model_kwargs``), so the converted model takes [0, 1] images:
 
-| family      | mean / std                         | GELU  |
-|-------------|------------------------------------|-------|
-| torchvision | ImageNet (0.485, ...)/(0.229, ...) | -     |
-| timm ResNet | ImageNet                           | -     |
-| timm ViT    | 0.5 / 0.5 (AugReg default weights) | exact |
-| big_vision  | 0.5 / 0.5 (inputs in [-1, 1])      | tanh  |
+| family                 | mean / std                         | GELU  |
+|------------------------|------------------------------------|-------|
+| torchvision            | ImageNet (0.485, ...)/(0.229, ...) | -     |
+| timm ResNet, RegNetX,  | ImageNet                           | -     |
+| MobileNetV2            |                                    |       |
+| timm ViT               | 0.5 / 0.5 (AugReg default weights) | exact |
+| big_vision             | 0.5 / 0.5 (inputs in [-1, 1])      | tanh  |
 
 Files are read without unpickling arbitrary objects: ``.npz`` with
 ``allow_pickle=False``, ``.safetensors`` with safetensors, ``.pth``/``.pt``/
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustmq_jax import models
+from robustmq_jax.checkpoints import convert_cnn
 from robustmq_jax.checkpoints import io
 from robustmq_jax.checkpoints.convert_npz import vit_from_npz
 from robustmq_jax.checkpoints.convert_torch import resnet_from_torch
@@ -43,11 +45,15 @@ from robustmq_jax.models.normalize import IMAGENET_STD
 
 _VITS = ('vit_tiny_patch16_224', 'vit_small_patch16_224',
          'vit_base_patch16_224')
+_CNNS = ('regnetx_600mf', 'mobilenet_v2')
 ARCHS: dict[str, tuple[str, ...]] = {
-    'torchvision': ('resnet18', 'resnet50'),
-    'timm': ('resnet18', 'resnet50') + _VITS,
+    'torchvision': ('resnet18', 'resnet50') + _CNNS,
+    'timm': ('resnet18', 'resnet50') + _CNNS + _VITS,
     'big_vision': _VITS,
 }
+# The classifier of each model family (its kernel gives num_classes).
+_HEADS = {'resnet': 'fc', 'regnet': 'fc', 'mobilenet': 'classifier',
+          'vit': 'head'}
 FAMILIES = tuple(ARCHS)
 
 
@@ -83,10 +89,14 @@ def convert(family: str, arch: str, source: Mapping[str, Any], *,
   arrays = {k: v for k, v in arrays.items() if v is not None}
   info = models.model_info(arch)
   kwargs: dict[str, Any] = {}
-  if info.family == 'resnet':
+  if info.family != 'vit':
     state = {k[len('module.'):] if k.startswith('module.') else k: v
              for k, v in arrays.items()}
-    variables, unused = resnet_from_torch(state)
+    if info.family == 'resnet':
+      variables, unused = resnet_from_torch(state)
+    else:
+      variables, unused = convert_cnn.cnn_from_torch(
+          state, _cnn_rules(family, arch))
     kwargs.update(mean=IMAGENET_MEAN, std=IMAGENET_STD)
   else:
     heads = models.get_model(arch, num_classes=1).num_heads
@@ -115,9 +125,20 @@ def convert(family: str, arch: str, source: Mapping[str, Any], *,
   return arch, variables, kwargs
 
 
+def _cnn_rules(family: str, arch: str) -> convert_cnn.Rules:
+  """Module-renaming rules of a RegNet / MobileNetV2 source layout."""
+  if models.model_info(arch).family == 'regnet':
+    return (convert_cnn.REGNET_TIMM if family == 'timm' else
+            convert_cnn.REGNET_TORCHVISION)
+  if family == 'timm':
+    return convert_cnn.MOBILENET_TIMM
+  settings = models.get_model(arch, num_classes=1).settings
+  return convert_cnn.mobilenet_torchvision_rules(settings)
+
+
 def num_classes_of(arch: str, variables: Mapping[str, Any]) -> int:
   """Number of logits of converted `variables` (from the head's kernel)."""
-  head_name = 'fc' if models.model_info(arch).family == 'resnet' else 'head'
+  head_name = _HEADS[models.model_info(arch).family]
   head = variables['params'].get(head_name)
   if not head or 'kernel' not in head:
     raise UserError(f'input has no classifier head for arch={arch!r}; '

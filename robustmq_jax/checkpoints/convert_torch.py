@@ -17,11 +17,13 @@ from robustmq_jax.errors import UserError
 State = Mapping[str, np.ndarray]
 
 
-def _conv_kernel(w: np.ndarray) -> np.ndarray:
+def conv_kernel(w: np.ndarray) -> np.ndarray:
+  """A PyTorch conv weight as a Flax kernel (grouped ones too)."""
   return np.transpose(w, (2, 3, 1, 0))  # OIHW -> HWIO.
 
 
-def _put(tree: dict, path: str, value: np.ndarray) -> None:
+def put_leaf(tree: dict, path: str, value: np.ndarray) -> None:
+  """tree[path] = float32 value ('/'-separated); UserError if already set."""
   *parents, leaf = path.split('/')
   for p in parents:
     tree = tree.setdefault(p, {})
@@ -67,16 +69,16 @@ def resnet_from_torch(state: State) -> tuple[dict, list[str]]:
     name = path.rsplit('/', 1)[-1]
     is_bn = name.startswith('bn') or name == 'downsample_bn'
     if leaf == 'weight' and value.ndim == 4:
-      _put(variables['params'], f'{path}/kernel', _conv_kernel(value))
+      put_leaf(variables['params'], f'{path}/kernel', conv_kernel(value))
     elif leaf == 'weight' and name == 'fc':
-      _put(variables['params'], 'fc/kernel', value.T)
+      put_leaf(variables['params'], 'fc/kernel', value.T)
     elif leaf == 'bias' and name == 'fc':
-      _put(variables['params'], 'fc/bias', value)
+      put_leaf(variables['params'], 'fc/bias', value)
     elif is_bn and leaf in ('weight', 'bias'):
       flax_leaf = 'scale' if leaf == 'weight' else 'bias'
-      _put(variables['params'], f'{path}/{flax_leaf}', value)
+      put_leaf(variables['params'], f'{path}/{flax_leaf}', value)
     elif is_bn and leaf in ('running_mean', 'running_var'):
-      _put(variables['batch_stats'], f'{path}/{leaf[len("running_"):]}',
+      put_leaf(variables['batch_stats'], f'{path}/{leaf[len("running_"):]}',
            value)
     else:
       unused.append(key)
@@ -109,20 +111,20 @@ def vit_from_timm(state: State, num_heads: int) -> tuple[dict, list[str]]:
   for key, value in state.items():
     m = block_re.match(key)
     if key == 'cls_token':
-      _put(params, 'cls', value)
+      put_leaf(params, 'cls', value)
     elif key == 'pos_embed':
-      _put(params, 'Transformer/posembed_input/pos_embedding', value)
+      put_leaf(params, 'Transformer/posembed_input/pos_embedding', value)
     elif key == 'patch_embed.proj.weight':
-      _put(params, 'embedding/kernel', _conv_kernel(value))
+      put_leaf(params, 'embedding/kernel', conv_kernel(value))
     elif key == 'patch_embed.proj.bias':
-      _put(params, 'embedding/bias', value)
+      put_leaf(params, 'embedding/bias', value)
     elif key in ('norm.weight', 'norm.bias'):
       leaf = 'scale' if key.endswith('weight') else 'bias'
-      _put(params, f'Transformer/encoder_norm/{leaf}', value)
+      put_leaf(params, f'Transformer/encoder_norm/{leaf}', value)
     elif key == 'head.weight':
-      _put(params, 'head/kernel', value.T)
+      put_leaf(params, 'head/kernel', value.T)
     elif key == 'head.bias':
-      _put(params, 'head/bias', value)
+      put_leaf(params, 'head/bias', value)
     elif m:
       block = f'Transformer/encoderblock_{m.group(1)}'
       attn = f'{block}/MultiHeadDotProductAttention_1'
@@ -130,23 +132,23 @@ def vit_from_timm(state: State, num_heads: int) -> tuple[dict, list[str]]:
       width = value.shape[-1] if value.ndim == 2 else value.shape[0] // 3
       head_dim = width // num_heads
       if rest in simple:
-        _put(params, f'{block}/{simple[rest]}', value)
+        put_leaf(params, f'{block}/{simple[rest]}', value)
       elif rest == 'mlp.fc1.weight':
-        _put(params, f'{block}/MlpBlock_3/Dense_0/kernel', value.T)
+        put_leaf(params, f'{block}/MlpBlock_3/Dense_0/kernel', value.T)
       elif rest == 'mlp.fc2.weight':
-        _put(params, f'{block}/MlpBlock_3/Dense_1/kernel', value.T)
+        put_leaf(params, f'{block}/MlpBlock_3/Dense_1/kernel', value.T)
       elif rest == 'attn.qkv.weight':  # (3D, D): rows are (qkv, head, dim).
         for name, w in zip(('query', 'key', 'value'), np.split(value, 3)):
-          _put(params, f'{attn}/{name}/kernel',
+          put_leaf(params, f'{attn}/{name}/kernel',
                w.T.reshape(width, num_heads, head_dim))
       elif rest == 'attn.qkv.bias':
         for name, b in zip(('query', 'key', 'value'), np.split(value, 3)):
-          _put(params, f'{attn}/{name}/bias', b.reshape(num_heads, head_dim))
+          put_leaf(params, f'{attn}/{name}/bias', b.reshape(num_heads, head_dim))
       elif rest == 'attn.proj.weight':  # Input channels are (head, dim).
-        _put(params, f'{attn}/out/kernel',
+        put_leaf(params, f'{attn}/out/kernel',
              value.T.reshape(num_heads, head_dim, width))
       elif rest == 'attn.proj.bias':
-        _put(params, f'{attn}/out/bias', value)
+        put_leaf(params, f'{attn}/out/bias', value)
       else:
         unused.append(key)
     else:

@@ -6,9 +6,11 @@ route every contraction through `robustmq_jax.models.ops.Ops`, the seam that
 quantization overrides.
 """
 
+from robustmq_jax.models.mobilenet import MobileNetV2
 from robustmq_jax.models.ops import FLOAT_OPS
 from robustmq_jax.models.ops import Ops
 from robustmq_jax.models.ops import Role
+from robustmq_jax.models.regnet import RegNet
 from robustmq_jax.models.registry import get_model
 from robustmq_jax.models.registry import list_models
 from robustmq_jax.models.registry import model_info

@@ -8,7 +8,9 @@ import flax.linen as nn
 
 from robustmq_jax.errors import invalid
 from robustmq_jax.models.ops import FLOAT_OPS
+from robustmq_jax.models.mobilenet import MobileNetV2
 from robustmq_jax.models.ops import Ops
+from robustmq_jax.models.regnet import RegNet
 from robustmq_jax.models.resnet import ResNet
 from robustmq_jax.models.vit import ViT
 
@@ -19,7 +21,7 @@ class ModelInfo:
 
   Attributes:
     name: registry name.
-    family: 'resnet' or 'vit'.
+    family: 'resnet', 'regnet', 'mobilenet' or 'vit'.
     image_size: input side the architecture is built for (224 or 32).
     has_batch_stats: True when variables hold a 'batch_stats' collection
       (BatchNorm); ``apply(..., train=True)`` then needs
@@ -45,7 +47,7 @@ _REGISTRY: dict[str, tuple[ModelInfo, Callable[..., nn.Module]]] = {}
 
 def _register(name: str, family: str, image_size: int,
               factory: Callable[..., nn.Module]) -> None:
-  _REGISTRY[name] = (ModelInfo(name, family, image_size, family == 'resnet'),
+  _REGISTRY[name] = (ModelInfo(name, family, image_size, family != 'vit'),
                      factory)
 
 
@@ -60,6 +62,23 @@ _register('vit_small_patch16_224', 'vit', 224, _vit(16, 384, 12, 6, 1536))
 _register('vit_base_patch16_224', 'vit', 224, _vit(16, 768, 12, 12, 3072))
 # Small enough to train on 32x32 digits on a laptop CPU in minutes.
 _register('vit_tiny_patch4_32', 'vit', 32, _vit(4, 96, 4, 3, 192))
+# The paper's efficient models (timm regnetx_006, mobilenetv2_100) and their
+# 32x32 twins: stride-1 stems, fewer and narrower stages.
+_register('regnetx_600mf', 'regnet', 224, functools.partial(RegNet))
+_register('regnetx_cifar', 'regnet', 32, functools.partial(
+    RegNet, depths=(1, 2, 2), widths=(32, 64, 128), group_width=16,
+    stem_width=16, stem_stride=1, stage_strides=(1, 2, 2)))
+_register('mobilenet_v2', 'mobilenet', 224, functools.partial(MobileNetV2))
+_register('mobilenet_v2_cifar', 'mobilenet', 32, functools.partial(
+    MobileNetV2, settings=((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2),
+                           (6, 64, 2, 2), (6, 96, 1, 1)),
+    stem_width=16, stem_stride=1, head_width=320))
+
+
+def _as_tuple(value: Any) -> Any:
+  if isinstance(value, (list, tuple)):
+    return tuple(_as_tuple(v) for v in value)
+  return value
 
 
 def list_models() -> list[str]:
@@ -83,7 +102,8 @@ def get_model(name: str, *, num_classes: int, ops: Ops = FLOAT_OPS,
     num_classes: number of logits.
     ops: contraction implementations (`robustmq_jax.quant` passes its own).
     **kwargs: module field overrides, e.g. ``mean``, ``std``,
-      ``gelu_approximate``, ``pool``, ``posemb`` (see `ResNet` / `ViT`).
+      ``gelu_approximate``, ``pool``, ``posemb`` (see `ResNet`, `RegNet`,
+      `MobileNetV2`, `ViT`).
 
   Returns:
     An unbound Flax module; call ``module.apply(variables, images,
@@ -100,7 +120,7 @@ def get_model(name: str, *, num_classes: int, ops: Ops = FLOAT_OPS,
     if key not in fields:
       raise invalid(f'model_kwargs.{key} (model {info.name!r})', kwargs[key],
                     'keywords ' + ', '.join(sorted(fields)))
-  for key in ('mean', 'std', 'stage_sizes', 'widths'):
-    if key in kwargs:  # JSON gives lists; module fields must be hashable.
-      kwargs[key] = tuple(kwargs[key])
+  for key, value in kwargs.items():
+    # JSON gives lists; module fields must be hashable.
+    kwargs[key] = _as_tuple(value)
   return factory(num_classes=num_classes, ops=ops, **kwargs)
