@@ -14,7 +14,8 @@ from robustmq_jax.reporting import format as fmt
 
 FLOAT_PRECISION = 'fp32'
 # The 15 benchmark corruptions then the 4 extras (robustmq_jax.corruptions).
-ORDER = metrics.BENCHMARK + ('speckle_noise', 'gaussian_blur', 'spatter',
+BENCHMARK = metrics.BENCHMARK
+ORDER = BENCHMARK + ('speckle_noise', 'gaussian_blur', 'spatter',
                              'saturate')
 
 

@@ -75,7 +75,7 @@ def _layout(fig, title: str, hspace: float = 0.45,
   # Fixed spacing instead of tight_layout (which draws the figure once more);
   # savefig's bbox_inches='tight' keeps the title and the outside legend.
   top = 1 - 0.35 / fig.get_figheight()
-  fig.subplots_adjust(top=top, hspace=hspace, wspace=wspace)
+  fig.subplots_adjust(top=top, right=0.97, hspace=hspace, wspace=wspace)
   fig.suptitle(title, y=1.0, va='bottom')
 
 
@@ -152,7 +152,9 @@ def _corruption(folder, tag, rows) -> Plot | None:
       ax.plot(xs, 100 * np.asarray(accs), marker='.', color=colors[lab],
               label=lab)
       _band(ax, xs, accs, [r['n'] for r in rs], colors[lab])
-    ax.set_title(name, fontsize=10)
+    extra = name not in corruption.BENCHMARK
+    ax.set_title(name + (' (extra)' if extra else ''), fontsize=10,
+                 color='dimgray' if extra else 'black')
     _percent_axis(ax)
     ax.set_xticks(range(0, 6))
     ax.grid(alpha=0.3)
