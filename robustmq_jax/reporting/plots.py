@@ -23,6 +23,7 @@ from robustmq_jax.reporting import format as fmt
 from robustmq_jax.reporting import systematic
 
 _DPI = 100
+_ADV = 'adversarial (mean over attacks, ε)'
 
 
 @dataclasses.dataclass
@@ -231,7 +232,7 @@ def _series(rows) -> dict[str, Mapping[str, float]]:
   out = {}
   groups = {
       'clean': [r for r in rows if r['suite'] == 'clean'],
-      'adversarial (mean)': [r for r in rows if r['suite'] == 'adversarial'],
+      _ADV: [r for r in rows if r['suite'] == 'adversarial'],
       'corruption (mean, sev 1–5)': [
           r for r in rows if r['suite'] == 'corruption' and
           r['noise'] != 'none' and int(r['params'].get('severity', 1)) >= 1],
@@ -257,7 +258,7 @@ def _bit_widths(folder, tag, rows) -> Plot | None:
   fig, axes = plt.subplots(1, len(methods), figsize=(4.4 * len(methods), 3.4),
                            squeeze=False)
   cmap = plt.get_cmap('tab10')
-  names = ['clean', 'adversarial (mean)', 'corruption (mean, sev 1–5)',
+  names = ['clean', _ADV, 'corruption (mean, sev 1–5)',
            'systematic (mean)']
   for ax, method in zip(axes.flat, methods):
     by = collections.defaultdict(list)
