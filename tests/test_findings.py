@@ -227,3 +227,15 @@ def test_a_rerun_row_replaces_the_older_one_with_the_same_key():
   rows = [_adv('fp32', 'float', fp), old, new]
   (c,) = _finding(findings.evaluate(rows), 'F1')['comparisons']
   assert c['a'] == pytest.approx(new['accuracy'])
+
+
+def test_a_repointed_checkpoint_counts_once_and_is_reported_as_mixed():
+  fp = _hits(0.3, 0)
+  old = _adv('w4a4', 'lsq', fp, weights={'float': 'aaa'})
+  new = _adv('w4a4', 'lsq', _shared(fp, 60, 1), weights={'float': 'bbb'})
+  rows = [_adv('fp32', 'float', fp, weights={'float': 'aaa'}), old, new]
+  result = findings.evaluate(rows)
+  (c,) = _finding(result, 'F1')['comparisons']
+  assert c['a'] == pytest.approx(new['accuracy'])
+  assert result['mixed_weights'] == {'m': ['aaa', 'bbb']}
+  assert 'Mixed weights' in findings_text.markdown(result)

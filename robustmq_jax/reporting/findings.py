@@ -35,7 +35,9 @@ docstring states the rules):
   method outside that set and not nearest (claim: higher).
 
 A finding with no comparison (a suite not run, no float or quantized rows)
-is `inconclusive` with a note saying what is missing.
+is `inconclusive` with a note saying what is missing. Only the newest row
+of each cell counts (`results.latest`: a repointed checkpoint's rerun wins),
+and a workdir whose rows come from several float checkpoints says so.
 """
 
 import collections
@@ -45,6 +47,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from robustmq_jax import results
 from robustmq_jax.reporting import verdicts
 from robustmq_jax.results import outcomes
 
@@ -88,15 +91,6 @@ _NEEDS = {
 
 
 # ------------------------------------------------------------ row selection
-def latest(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-  """One row per cell key, the last written (a rerun's row wins)."""
-  from robustmq_jax.results import cell_key  # pylint: disable=g-import-not-at-top
-  by_key = {}
-  for r in rows:
-    by_key[cell_key(r)] = r
-  return list(by_key.values())
-
-
 def bits_of(precision: str) -> int | None:
   """Weight bits of 'w4a4' (None for fp32 and suffixed precisions)."""
   if ':' in precision or not precision.startswith('w'):
@@ -115,7 +109,7 @@ class _Grid:
   def __init__(self, rows: Iterable[Mapping[str, Any]]):
     self.cells: dict[tuple, dict[tuple, dict[tuple, Mapping]]] = (
         collections.defaultdict(lambda: collections.defaultdict(dict)))
-    for r in latest(rows):
+    for r in results.latest(rows):
       method = r.get('method', '')
       if r['precision'] == 'fp32' and method == FLOAT_METHOD:
         who = (FLOAT_METHOD, 'fp32')
@@ -355,8 +349,12 @@ def evaluate(rows: Sequence[Mapping[str, Any]], *,
     if fid == 'F3':
       entry['ranking'] = _f3_ranking(grid)
     findings.append(entry)
-  return {'findings': findings, 'alpha': alpha,
-          'min_examples': verdicts.MIN_EXAMPLES, 'rules': verdicts.RULES}
+  out = {'findings': findings, 'alpha': alpha,
+         'min_examples': verdicts.MIN_EXAMPLES, 'rules': verdicts.RULES}
+  mixed = results.mixed_weights(rows)
+  if mixed:
+    out['mixed_weights'] = mixed
+  return out
 
 
 def write_json(workdir: str, result: Mapping[str, Any]) -> str:

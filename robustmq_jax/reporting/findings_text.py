@@ -29,6 +29,10 @@ def markdown(result: Mapping[str, Any], *, max_rows: int = 60) -> str:
       counts = f.get('note', 'no comparison')
     lines.append(f'- **{f["id"]}** ({f["title"]}): {_WORDS[f["verdict"]]} — '
                  f'{counts}.')
+  for model, hashes in sorted(result.get('mixed_weights', {}).items()):
+    lines.append(f'- **Mixed weights**: {model} has rows from {len(hashes)} '
+                 'float checkpoints; only the newest row of each cell is '
+                 'used.')
   lines += ['', f'*Rules.* {result["rules"]}', '',
             'Accuracies and differences are in percent (points); "diff" is a '
             '− b (for a trend: the fitted change from the fewest to the most '
