@@ -20,6 +20,7 @@ import numpy as np
 
 from robustmq_jax import models
 from robustmq_jax.quant import aqt_backend
+from robustmq_jax.quant import bnfold
 from robustmq_jax.quant import calibration
 from robustmq_jax.quant import plan as plan_lib
 from robustmq_jax.quant import reference
@@ -205,12 +206,16 @@ def quantize_model(model_name: str, num_classes: int,
     plan, variables, meta = qat.quantization_aware_training(
         mfn, fv, images, labels, spec, seed=seed, mesh=mesh)
   else:
+    meta = {'method': 'ptq', 'calibration': spec.calibration}
+    if spec.bn_fold:  # Quantize the folded kernels (MQBench bnfold).
+      pairs = bnfold.conv_bn_pairs(mfn(models.FLOAT_OPS), images.shape[1])
+      fv = bnfold.fold_batchnorm(fv, pairs)
+      meta['bn_folded'] = len(pairs)
     cal = calibration.calibrate(mfn, fv, images, spec, seed=seed)
     plan = cal.plan
     variables = {k: v for k, v in fv.items() if k != 'params'}
     variables['params'] = snap_kernels(plan, fv['params'], cal.scales)
     variables[plan_lib.QUANT_COLLECTION] = quant_collection(plan, cal.scales)
-    meta = {'method': 'ptq', 'calibration': spec.calibration}
   logging.info('quantized %s to %s with %s: %d layers', model_name,
                spec.precision, spec.method,
                sum(l.quantized for l in plan.values()))

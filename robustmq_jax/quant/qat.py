@@ -21,7 +21,11 @@ observer there; we freeze it at calibration). Initialisation: LSQ steps from
 the calibrated activation scales (config.quant.calibration) and MSE-optimal
 weight scales; PACT alphas from the calibrated activation bounds.
 BatchNorm trains in batch-statistics mode and its running statistics are
-updated. After training an export pass reads each layer's final scales (and
+updated. With ``spec.bn_fold`` (PyTorch's / MQBench's ConvBn2d), a conv
+followed by a BatchNorm quantizes the folded kernel w * f, f = gamma /
+sqrt(running_var + eps), and divides the conv output by f again, so the
+BatchNorm (batch statistics, running statistics updated) sees the usual
+scale; the export folds the BatchNorm (`bnfold`). After training an export pass reads each layer's final scales (and
 DoReFa's normalised kernels) out of the same code that trained them.
 """
 
@@ -36,7 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustmq_jax import training
+from robustmq_jax.models.ops import FLOAT_OPS
 from robustmq_jax.models.ops import Role
+from robustmq_jax.quant import bnfold
 from robustmq_jax.quant import calibration
 from robustmq_jax.quant import plan as plan_lib
 from robustmq_jax.quant import reference
@@ -101,6 +107,7 @@ class _QatSite(nn.Module):
   layer: LayerQuant
   method: str
   init: Any = None  # {'lhs': scale, 'rhs': scale} from calibration.
+  fold: Any = None  # (BatchNorm path, epsilon) when its BN is folded.
 
   def _act(self, x, side: str, tq: TensorQuant | None):
     if tq is None:
@@ -124,6 +131,17 @@ class _QatSite(nn.Module):
   def _weight(self, w, tq: TensorQuant | None):
     if tq is None:
       return w
+    f = None if self.fold is None else bnfold.traced_fold_factor(
+        self, *self.fold)
+    if f is not None:
+      w = w * f  # Per output channel (last kernel axis).
+    y, w_eff, s = self._quantized_weight(w, tq)
+    self.sow(EXPORT, 'rhs_scale', s)
+    self.sow(EXPORT, 'kernel', w_eff)
+    return y if f is None else y / f
+
+  def _quantized_weight(self, w, tq: TensorQuant):
+    """(fake-quantized kernel, the kernel it quantizes, its scale)."""
     if self.method == 'lsq':
       init = np.asarray(self.init['rhs'], np.float32)
       step = self.param('rhs_step', lambda _: jnp.asarray(init))
@@ -135,9 +153,7 @@ class _QatSite(nn.Module):
     else:
       w_eff = w
       y, s = minmax_weight_quant(w, tq)
-    self.sow(EXPORT, 'rhs_scale', s)
-    self.sow(EXPORT, 'kernel', w_eff)
-    return y
+    return y, w_eff, s
 
   def operands(self, lhs, rhs):
     lhs = self._act(lhs, 'lhs', self.layer.lhs)
@@ -155,11 +171,14 @@ class QatOps(sites.SiteOps):
   modules = (QatDotGeneral, QatConv, QatEinsum)
 
   def __init__(self, plan: plan_lib.Plan, method: str,
-               init: dict[str, dict[str, Any]]):
+               init: dict[str, dict[str, Any]],
+               folds: dict[str, tuple[str, float]] | None = None):
     self.plan, self.method, self.init = plan, method, init
+    self.folds = folds or {}
 
   def site_kwargs(self, role: Role) -> dict[str, Any]:
-    return {'method': self.method, 'init': self.init.get(role.path)}
+    return {'method': self.method, 'init': self.init.get(role.path),
+            'fold': self.folds.get(role.path)}
 
 
 def learned_params(plan: plan_lib.Plan, method: str,
@@ -230,12 +249,16 @@ def quantization_aware_training(module_fn, float_variables, images, labels,
   from robustmq_jax.quant import pipeline  # pylint: disable=g-import-not-at-top
   if labels is None:
     raise ValueError('QAT needs labels')
+  pairs = (bnfold.conv_bn_pairs(module_fn(FLOAT_OPS), images.shape[1])
+           if spec.bn_fold else [])
+  # Initial scales of the model QAT evaluates: the folded one.
   cal = calibration.calibrate(
-      module_fn, float_variables, images, spec, seed=seed,
-      weight_calibration='mse' if spec.method == 'lsq' else None)
+      module_fn, bnfold.fold_batchnorm(float_variables, pairs), images, spec,
+      seed=seed, weight_calibration='mse' if spec.method == 'lsq' else None)
   plan = cal.plan
   learned = learned_params(plan, spec.method, cal.scales)
-  module = module_fn(QatOps(plan, spec.method, cal.scales))
+  folds = {p.conv: (p.bn, p.epsilon) for p in pairs}
+  module = module_fn(QatOps(plan, spec.method, cal.scales, folds))
   variables = dict(float_variables)
   variables['params'] = _merge(float_variables['params'], learned)
   r = spec.qat
@@ -273,6 +296,11 @@ def quantization_aware_training(module_fn, float_variables, images, labels,
         pnode = pnode[p]
       pnode['kernel'] = np.asarray(node['kernel'][0], np.float32)
   out = {k: v for k, v in variables.items() if k != 'params'}
+  if pairs:  # Exported kernels of quantized convs are already folded.
+    out = bnfold.fold_batchnorm(
+        dict(out, params=params), pairs,
+        folded_kernels={p for p, l in plan.items() if l.rhs is not None})
+    params = out.pop('params')
   out['params'] = pipeline.snap_kernels(plan, params, scales)
   out[plan_lib.QUANT_COLLECTION] = pipeline.quant_collection(plan, scales)
   n = max(1, min(20, len(losses) // 5))
@@ -280,4 +308,6 @@ def quantization_aware_training(module_fn, float_variables, images, labels,
           'qat_steps': r.steps, 'qat_seconds': round(seconds, 1),
           'qat_loss_start': float(np.mean(losses[:n])) if losses else None,
           'qat_loss_end': float(np.mean(losses[-n:])) if losses else None}
+  if pairs:
+    meta['bn_folded'] = len(pairs)
   return plan, out, meta

@@ -64,6 +64,12 @@ def default_config(variant: str = '') -> ml_collections.ConfigDict:
       <dir>/<model>/<precision>_<method>/ ('' = none); used when its
       fingerprint matches this spec and the float checkpoint.
     backend: 'aqt' (the only backend so far; the seam admits Qwix later).
+    bn_fold: fold every BatchNorm into the conv before it (MQBench academic
+      ``bnfold``, PyTorch-style; `robustmq_jax.quant.bnfold`): the folded
+      kernel ``w * gamma / sqrt(var + eps)`` is what gets quantized, and QAT
+      trains the folded kernel while BatchNorm keeps updating its running
+      statistics. Off here (existing results unchanged); the paper-grid
+      config turns it on.
     qat: the fine-tuning recipe (optax): steps, batch_size, learning_rate,
       warmup_steps, weight_decay, optimizer ('adamw' or 'sgd' Nesterov),
       label_smoothing, pad_crop (random-crop augmentation, pixels).
@@ -91,6 +97,7 @@ def default_config(variant: str = '') -> ml_collections.ConfigDict:
       'eval_int8': True,
       'checkpoint_dir': 'checkpoints/sample' if sample else '',
       'backend': 'aqt',
+      'bn_fold': False,
       'qat': {
           'steps': 200,
           'batch_size': 64,
@@ -139,6 +146,7 @@ class QuantSpec:
     eval_int8: build the served integer model too.
     checkpoint_dir: shipped quantized checkpoints ('' = none).
     backend: 'aqt'.
+    bn_fold: BatchNorm folded into the preceding conv before quantizing.
     qat: fine-tuning recipe (QAT methods only).
   """
   precision: str
@@ -158,6 +166,7 @@ class QuantSpec:
   eval_int8: bool = True
   checkpoint_dir: str = ''
   backend: str = 'aqt'
+  bn_fold: bool = False
   qat: QatRecipe = QatRecipe()
 
   @property
@@ -173,6 +182,8 @@ class QuantSpec:
     d = dataclasses.asdict(self)
     for k in ('eval_int8', 'checkpoint_dir'):
       d.pop(k)
+    if not self.bn_fold:  # Keeps the keys of checkpoints made before it.
+      d.pop('bn_fold')
     if not self.is_qat:
       d.pop('qat')
     else:
@@ -313,4 +324,5 @@ def parse_spec(precision: str, qconfig=None,
       eval_int8=_bool(qconfig, 'eval_int8', d.eval_int8),
       checkpoint_dir=checkpoint_dir,
       backend=_choice(qconfig, 'backend', BACKENDS, d.backend),
+      bn_fold=_bool(qconfig, 'bn_fold', d.bn_fold),
       qat=parse_qat(qconfig))

@@ -1,0 +1,161 @@
+"""BatchNorm folding (MQBench academic ``bnfold``) as a quantization option.
+
+Reference: the unfolded float model. Folding must not change the float
+model in eval mode; with ``bn_fold`` the quantizer rounds the *folded*
+kernels (PTQ and QAT) and evaluates BatchNorm as a bias only.
+"""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from robustmq_jax import models
+from robustmq_jax import quant
+from robustmq_jax.data.sample import SampleDataset
+from robustmq_jax.models import random_init
+from robustmq_jax.quant import bnfold
+from robustmq_jax.quant import reference
+
+TINY = {
+    'resnet20_cifar': {'stage_sizes': (1, 1), 'widths': (4, 8)},
+    'regnetx_cifar': {'depths': (1, 1), 'widths': (8, 16), 'group_width': 4,
+                      'stem_width': 8, 'stage_strides': (1, 2)},
+    'mobilenet_v2_cifar': {'settings': ((1, 8, 1, 1), (6, 8, 2, 2)),
+                           'stem_width': 8, 'head_width': 16},
+}
+
+
+@functools.cache
+def _float(name):
+  """Random weights with random BatchNorm affine parameters and statistics."""
+  module = models.get_model(name, num_classes=10, **TINY[name])
+  v = random_init.he_normal_variables(module, 32, seed=1)
+  rng = np.random.default_rng(2)
+
+  def perturb(path, a):
+    key = path[-1].key
+    if key == 'scale':
+      return (0.5 + rng.uniform(size=a.shape)).astype(np.float32)
+    if key in ('bias', 'mean'):
+      return (0.2 * rng.normal(size=a.shape)).astype(np.float32)
+    if key == 'var':
+      return (0.3 + rng.uniform(size=a.shape)).astype(np.float32)
+    return a
+
+  return module, jax.tree_util.tree_map_with_path(perturb, v)
+
+
+@functools.cache
+def _data():
+  images, labels = SampleDataset('train').arrays()
+  return images[:64], labels[:64]
+
+
+def _x():
+  return _data()[0][:8].astype(np.float32) / 255.0
+
+
+def test_pairs_are_found_by_tracing():
+  counts = {name: len(bnfold.conv_bn_pairs(
+      models.get_model(name, num_classes=10, **TINY[name]), 32))
+            for name in TINY}
+  # ResNet: stem + 2 blocks x 2 convs + 1 projection; RegNetX: stem +
+  # 2 blocks x 3 + 1 projection (stage 1 keeps 8 channels); MobileNetV2:
+  # stem + 2 + 2 x 3 + head.
+  assert counts == {'resnet20_cifar': 6, 'regnetx_cifar': 8,
+                    'mobilenet_v2_cifar': 10}
+  vit = models.get_model('vit_tiny_patch4_32', num_classes=10)
+  assert not bnfold.conv_bn_pairs(vit, 32)
+
+
+@pytest.mark.parametrize('name', sorted(TINY))
+def test_folded_float_model_equals_unfolded(name):
+  module, v = _float(name)
+  pairs = bnfold.conv_bn_pairs(module, 32)
+  folded = bnfold.fold_batchnorm(v, pairs)
+  apply = jax.jit(lambda v, x: module.apply(v, x, train=False))
+  want, got = np.asarray(apply(v, _x())), np.asarray(apply(folded, _x()))
+  np.testing.assert_allclose(got, want, rtol=1e-4,
+                             atol=1e-5 * np.abs(want).max())
+  for p in pairs:  # Every BatchNorm is a bias now; inputs untouched.
+    bn = folded['params']
+    for k in p.bn.split('/'):
+      bn = bn[k]
+    np.testing.assert_array_equal(bn['scale'], 1.0)
+  assert not np.allclose(v['params'][pairs[0].conv]['kernel'],
+                         folded['params'][pairs[0].conv]['kernel'])
+
+
+def _spec(method='ptq', bn_fold=True, steps=0, precision='w4a4'):
+  qc = quant.default_config().to_dict()
+  qc.update(num_calib_batches=1, calib_batch_size=32, method=method,
+            bn_fold=bn_fold)
+  qc['qat'].update(steps=steps, batch_size=16, warmup_steps=0)
+  return quant.parse_spec(precision, qc)
+
+
+def test_spec_option_off_by_default_and_fingerprint_unchanged():
+  assert not quant.parse_spec('w4a4', quant.default_config()).bn_fold
+  off = _spec(bn_fold=False).fingerprint()
+  assert 'bn_fold' not in off  # Shipped checkpoints keep matching.
+  assert _spec(bn_fold=True).fingerprint()['bn_fold'] is True
+
+
+def test_ptq_quantizes_the_folded_kernels():
+  name = 'mobilenet_v2_cifar'
+  module, v = _float(name)
+  images, labels = _data()
+  qm = quant.quantize_model(name, 10, TINY[name], v, _spec(), images,
+                            labels)
+  assert qm.meta['bn_folded'] == 10
+  folded = bnfold.fold_batchnorm(v, bnfold.conv_bn_pairs(module, 32))
+  scales = quant.pipeline.scales_of(qm.plan, qm.variables)
+  for path in ('blocks_1_0/conv_dw', 'blocks_1_1/conv_pwl'):
+    w = folded['params'][path.split('/')[0]][path.split('/')[1]]['kernel']
+    s = scales[path]['rhs']
+    got = qm.variables['params'][path.split('/')[0]][path.split('/')[1]][
+        'kernel']
+    np.testing.assert_array_equal(
+        got, reference.dequantize_np(
+            reference.quantize_np(w, s, qm.plan[path].rhs.bits), s))
+  # At 8 bits the folded quantized model stays close to the float one.
+  q8 = quant.quantize_model(name, 10, TINY[name], v,
+                            _spec(precision='w8a8'), images, labels)
+  want = np.asarray(jax.jit(lambda v, x: module.apply(v, x, train=False))(
+      v, _x()))
+  got = np.asarray(jax.jit(q8.apply_fn())(q8.variables, _x()))
+  assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+  serve_apply, serve_vars = q8.serve()
+  np.testing.assert_allclose(jax.jit(serve_apply)(serve_vars, _x()), got,
+                             rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow  # About 60 s each on 2 cores (two QAT compiles).
+@pytest.mark.parametrize('method', ['lsq', 'dorefa'])
+def test_qat_with_folding_exports_a_folded_model(method):
+  name = 'regnetx_cifar'
+  module, v = _float(name)
+  images, labels = _data()
+  qm0 = quant.quantize_model(name, 10, TINY[name], v,
+                             _spec(method, steps=0, precision='w8a8'),
+                             images, labels)
+  qm2 = quant.quantize_model(name, 10, TINY[name], v,
+                             _spec(method, steps=2, precision='w8a8'),
+                             images, labels)
+  assert qm2.meta['bn_folded'] == 8
+  for qm in (qm0, qm2):
+    bn = qm.variables['params']['s1_b1']['bn2']
+    np.testing.assert_array_equal(bn['scale'], 1.0)
+    np.testing.assert_array_equal(
+        qm.variables['batch_stats']['s1_b1']['bn2']['mean'], 0.0)
+  # Training updated the running statistics (now inside the folded biases).
+  assert not np.allclose(qm0.variables['params']['s1_b1']['bn2']['bias'],
+                         qm2.variables['params']['s1_b1']['bn2']['bias'])
+  want = np.asarray(jax.jit(lambda v, x: module.apply(v, x, train=False))(
+      v, _x()))
+  got = np.asarray(jax.jit(qm0.apply_fn())(qm0.variables, _x()))
+  if method == 'lsq':  # No step taken: the folded model at 8 bits.
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+  assert np.all(np.isfinite(jax.jit(qm2.apply_fn())(qm2.variables, _x())))
