@@ -15,6 +15,7 @@ import pytest
 
 from robustmq_jax import checkpoints
 from robustmq_jax import models
+from robustmq_jax.errors import UserError
 from robustmq_jax.models import random_init
 from tests import torch_shims
 
@@ -157,7 +158,6 @@ def test_converter_logit_parity(family, arch):
 
 
 def test_converter_rejects_the_other_architecture():
-  from robustmq_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   timm = torch_shims.import_timm()
   state = timm.create_model('mobilenetv2_100', num_classes=10).state_dict()
   with pytest.raises(UserError):

@@ -143,7 +143,8 @@ def vit_from_timm(state: State, num_heads: int) -> tuple[dict, list[str]]:
                w.T.reshape(width, num_heads, head_dim))
       elif rest == 'attn.qkv.bias':
         for name, b in zip(('query', 'key', 'value'), np.split(value, 3)):
-          put_leaf(params, f'{attn}/{name}/bias', b.reshape(num_heads, head_dim))
+          put_leaf(params, f'{attn}/{name}/bias',
+                   b.reshape(num_heads, head_dim))
       elif rest == 'attn.proj.weight':  # Input channels are (head, dim).
         put_leaf(params, f'{attn}/out/kernel',
              value.T.reshape(num_heads, head_dim, width))

@@ -25,8 +25,9 @@ updated. With ``spec.bn_fold`` (PyTorch's / MQBench's ConvBn2d), a conv
 followed by a BatchNorm quantizes the folded kernel w * f, f = gamma /
 sqrt(running_var + eps), and divides the conv output by f again, so the
 BatchNorm (batch statistics, running statistics updated) sees the usual
-scale; the export folds the BatchNorm (`bnfold`). After training an export pass reads each layer's final scales (and
-DoReFa's normalised kernels) out of the same code that trained them.
+scale; the export folds the BatchNorm (`bnfold`). After training an export
+pass reads each layer's final scales (and DoReFa's normalised kernels) out
+of the same code that trained them.
 """
 
 import math
