@@ -2,13 +2,14 @@
 
 One test image of the run's dataset under each corruption the run evaluated
 at severities 1-5 (the suite's jitted kernels, one compiled program for
-all), and, when the run has L-inf attacks, an FGSM adversarial example
+all), and, when the run has adversarial rows, an FGSM adversarial example
 against the float model with its perturbation amplified. Computed at report
 time, once per workdir (the PNGs and `strip.json` under plots/examples/ are
 reused while the dataset, image and model stay the same). The corrupted
 images, whose one compile costs some 10-30 s on a CPU, are also kept in a
 per-user cache (`$XDG_CACHE_HOME/robustmq_jax/examples`, keyed by dataset,
-table, seed and the corruption code) so that a new workdir reuses them.
+table, seed and the corruption code; the adversarial example by the
+checkpoint's files and the budget) so that a new workdir reuses them.
 """
 
 import dataclasses
@@ -127,38 +128,67 @@ def _corruption_strip(folder, x, seed, table, names) -> list[Any]:
   return out
 
 
+def _through_cache(ident: Any, folder: str, compute, files_of):
+  """compute(folder) -> meta, through the per-user cache.
+
+  `files_of(meta)` lists the PNGs (in `folder`) a result consists of; they
+  are copied from / into the cache entry of `ident` (any JSON value).
+  """
+  cache = os.path.join(cache_dir(), hashlib.sha256(json.dumps(
+      ident, sort_keys=True).encode()).hexdigest()[:20])
+  meta_path = os.path.join(cache, 'meta.json')
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+    for name in files_of(meta):
+      shutil.copyfile(os.path.join(cache, name), os.path.join(folder, name))
+    return meta
+  except (OSError, ValueError, TypeError, KeyError):
+    pass
+  meta = compute(folder)
+  try:
+    os.makedirs(cache, exist_ok=True)
+    for name in files_of(meta):
+      shutil.copyfile(os.path.join(folder, name), os.path.join(cache, name))
+    with open(meta_path + '.tmp', 'w') as f:
+      json.dump(meta, f)
+    os.replace(meta_path + '.tmp', meta_path)
+  except OSError as e:  # A read-only home: no cache, nothing lost.
+    logging.info('example image cache not written: %s', e)
+  return meta
+
+
 def _cached_corruption_strip(folder, dataset, x, key) -> list[Any]:
   """`_corruption_strip` through the per-user cache (copied into folder)."""
   from robustmq_jax import corruptions  # pylint: disable=g-import-not-at-top
   names = [n for n in corruptions.ALL if n in key['corruptions']]
   if not names:
     return []
-  ident = json.dumps([key['dataset'], getattr(dataset, 'image_size', None),
-                      key['table'], key['seed'], names, _code_hash()])
-  cache = os.path.join(cache_dir(), hashlib.sha256(
-      ident.encode()).hexdigest()[:20])
-  meta = os.path.join(cache, 'corruptions.json')
-  try:
-    with open(meta) as f:
-      strip = json.load(f)
-    for _, _, files in strip:
-      for name in files:
-        shutil.copyfile(os.path.join(cache, name), os.path.join(folder, name))
-    return strip
-  except (OSError, ValueError):
-    pass
-  strip = _corruption_strip(folder, x, key['seed'], key['table'], names)
-  try:
-    os.makedirs(cache, exist_ok=True)
-    for _, _, files in strip:
-      for name in files:
-        shutil.copyfile(os.path.join(folder, name), os.path.join(cache, name))
-    with open(meta + '.tmp', 'w') as f:
-      json.dump(strip, f)
-    os.replace(meta + '.tmp', meta)
-  except OSError as e:  # A read-only home: no cache, nothing lost.
-    logging.info('example image cache not written: %s', e)
-  return strip
+  ident = ['corruptions', key['dataset'], getattr(dataset, 'image_size', None),
+           key['table'], key['seed'], names, _code_hash()]
+  return _through_cache(
+      ident, folder,
+      lambda f: _corruption_strip(f, x, key['seed'], key['table'], names),
+      lambda meta: [name for _, _, files in meta for name in files])
+
+
+def _checkpoint_stamp(checkpoint: str) -> list[Any]:
+  """Path, size and mtime of every file of a checkpoint folder."""
+  out = []
+  for name in sorted(os.listdir(checkpoint)):
+    st = os.stat(os.path.join(checkpoint, name))
+    out.append([name, st.st_size, st.st_mtime_ns])
+  return [os.path.abspath(checkpoint), out]
+
+
+def _cached_adversarial(folder, dataset, key, checkpoint) -> dict[str, Any]:
+  """`_adversarial` through the per-user cache."""
+  ident = ['adversarial', key['dataset'], key['model'], key['eps_255'],
+           _checkpoint_stamp(checkpoint), _VERSION]
+  return _through_cache(
+      ident, folder, lambda f: _adversarial(f, dataset, key, checkpoint),
+      lambda meta: [meta[k] for k in ('clean', 'perturbation',
+                                      'adversarial')])
 
 
 def default_checkpoint(dataset: str, model: str) -> str | None:
@@ -268,7 +298,7 @@ def write_example_strip(workdir: str, rows: Sequence[Mapping[str, Any]], *,
     why = 'no adversarial example: the run has no adversarial rows'
   elif ckpt and os.path.isdir(ckpt):
     try:
-      adv = _adversarial(folder, dataset, key, ckpt)
+      adv = _cached_adversarial(folder, dataset, key, ckpt)
     except Exception as e:  # pylint: disable=broad-except
       why = f'the adversarial example failed ({type(e).__name__}: {e})'
   else:
