@@ -6,6 +6,7 @@ See `robustmq_jax.suites.adversarial` for the meaning of every field.
 import jax
 import ml_collections
 
+from robustmq_jax import config_fields
 from robustmq_jax.attacks import ensemble
 from robustmq_jax.attacks import masking
 from robustmq_jax.errors import invalid
@@ -96,11 +97,8 @@ def _check_int(cfg, name, minimum):
 
 
 def families(cfg) -> list[str]:
-  value = cfg.get('attacks')
-  if isinstance(value, str):
-    value = (value,)
-  names = [n.strip() for v in value or () for n in str(v).split(',')
-           if n.strip()]
+  names = config_fields.parse_list(cfg.get('attacks') or (),
+                                   _field('attacks'), str)
   for n in names:
     if n not in FAMILIES:
       raise invalid(_field('attacks'), n, FAMILIES)

@@ -35,6 +35,7 @@ import ml_collections
 import numpy as np
 
 from robustmq_jax import attacks
+from robustmq_jax import config_fields
 from robustmq_jax.defenses import amplification as amp
 from robustmq_jax.errors import invalid
 from robustmq_jax.results import outcomes
@@ -63,9 +64,8 @@ def _settings(config) -> ml_collections.ConfigDict:
     if k not in cfg:
       raise invalid('config.amplification', k, sorted(cfg.keys()))
     cfg[k] = v
-  kinds = cfg.perturbations
-  if isinstance(kinds, str):
-    kinds = tuple(k.strip() for k in kinds.split(',') if k.strip())
+  kinds = config_fields.parse_list(
+      cfg.perturbations, 'config.amplification.perturbations', str)
   if not kinds or any(k not in KINDS for k in kinds):
     raise invalid('config.amplification.perturbations', cfg.perturbations,
                   f'a tuple of {", ".join(KINDS)}')

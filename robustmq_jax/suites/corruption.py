@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from robustmq_jax import config_fields
 from robustmq_jax import corruptions
 from robustmq_jax.corruptions import jpeg as jpeg_lib
 from robustmq_jax.corruptions import report
@@ -97,10 +98,10 @@ def _names(cfg) -> list[str]:
     raise invalid('config.corruption.names', value,
                   "'all', 'benchmark' or a tuple of corruption names")
   names = []
-  for n in (n.strip() for v in value for n in str(v).split(',')):
+  for n in config_fields.parse_list(value, 'config.corruption.names', str):
     if n in ('all', 'benchmark'):
       names += corruptions.list_corruptions(n)
-    elif n:
+    else:
       names.append(n)
   for n in names:
     if n not in corruptions.ALL:
@@ -112,11 +113,10 @@ def _names(cfg) -> list[str]:
 
 def _severities(cfg) -> list[int]:
   value = cfg.get('severities', (1, 2, 3, 4, 5))
-  if isinstance(value, (int, str)):
-    value = (value,)
   try:
-    sevs = [int(s) for v in value for s in str(v).split(',') if s.strip()]
-  except (TypeError, ValueError):
+    sevs = config_fields.parse_list(value, 'config.corruption.severities',
+                                    int)
+  except UserError:
     sevs = None
   if not sevs or any(s not in (1, 2, 3, 4, 5) for s in sevs):
     raise invalid('config.corruption.severities', value,

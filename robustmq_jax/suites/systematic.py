@@ -32,15 +32,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from robustmq_jax import config_fields
 from robustmq_jax import systematic
 from robustmq_jax.errors import invalid
 from robustmq_jax.evaluation import mesh as mesh_lib
 from robustmq_jax.results import outcomes
 from robustmq_jax.suites import base
 from robustmq_jax.systematic import batch as batch_lib
-from robustmq_jax.systematic import resample
 from robustmq_jax.systematic import protocol as protocol_lib
 from robustmq_jax.systematic import report
+from robustmq_jax.systematic import resample
 
 _FIELDS = ('decoders', 'resizes', 'protocol', 'resize_to', 'num_examples')
 _PREFIX = 'rs/'
@@ -75,7 +76,7 @@ def _names(cfg, field: str, allowed: Sequence[str]) -> list[str]:
     value = (value,)
   if not isinstance(value, (list, tuple)):
     raise invalid(f'config.systematic.{field}', value, 'a tuple of names')
-  names = [n.strip() for v in value for n in str(v).split(',') if n.strip()]
+  names = config_fields.parse_list(value, f'config.systematic.{field}', str)
   for n in names:
     if n not in allowed:
       raise invalid(f'config.systematic.{field}', n, allowed)
