@@ -49,6 +49,7 @@ class GridProgress:
     self._stage = ''
     self._width = 0
     self._cell_start = self.start
+    self._cell_images = None  # (done, total) of the cell under way
     self._suite = None
     self._lock = threading.Lock()
     self._stop = threading.Event()
@@ -66,10 +67,17 @@ class GridProgress:
     """What is being computed now (model, precision[, suite])."""
     self._stage = text
     self._suite = suite
+    self._cell_images = None
     self._cell_start = time.perf_counter()
     self._show(force=self.tty)
 
+  def cell_images(self, done: int, total: int | None) -> None:
+    """Images evaluated so far in the cell under way (`Evaluator` hook)."""
+    self._cell_images = (done, total)
+    self._show(force=False)
+
   def cell_done(self, suite: str, images: int, seconds: float) -> None:
+    self._cell_images = None
     self.computed += 1
     self.images += images
     self.spent[suite] += seconds
@@ -107,8 +115,12 @@ class GridProgress:
     parts.append(f'elapsed {_duration(elapsed)}')
     if self._stage:
       in_cell = time.perf_counter() - self._cell_start
-      parts.append(self._stage + (f' ({_duration(in_cell)} in this cell)'
-                                  if in_cell >= 10 else ''))
+      where = []
+      if self._cell_images and self._cell_images[1]:
+        where.append(f'{self._cell_images[0]}/{self._cell_images[1]} images')
+      if in_cell >= 10:
+        where.append(f'{_duration(in_cell)} in this cell')
+      parts.append(self._stage + (f' ({", ".join(where)})' if where else ''))
     return '  '.join(parts)
 
   def _show(self, force: bool = False) -> None:

@@ -192,6 +192,7 @@ def run(config: ml_collections.ConfigDict | Settings,
       todo_by_suite[suite.name] = todo_by_suite.get(suite.name, 0) + int(t)
   done = sum(len(b.work) - int(b.todo.sum()) for b in blocks)
   bar = progress_lib.GridProgress(todo_by_suite, done, enabled=writer)
+  evaluator.on_progress = bar.cell_images
   try:
     _compute(settings, suites, blocks, store, bar, evaluator, mesh,
              cache_dir, writer)

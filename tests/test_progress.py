@@ -32,3 +32,15 @@ def test_summary_has_three_lines():
   assert lines[0].startswith('1 cell(s): 1 computed')
   assert lines[1] == 'clean accuracy: m: fp32 0.900, w4a4 0.800.'
   assert lines[2] == 'mean accuracy under noise: m: fp32 0.300.'
+
+
+def test_a_long_cell_shows_its_images():
+  stream = io.StringIO()
+  bar = progress.GridProgress({'adversarial': 2}, 0, stream=stream,
+                              every_s=0.0)
+  bar.stage('m w4a4 adversarial', 'adversarial')
+  bar.cell_images(64, 1000)
+  assert '64/1000 images' in stream.getvalue().splitlines()[-1]
+  bar.cell_done('adversarial', 1000, 5.0)
+  assert 'images)' not in bar.line()
+  bar.close()

@@ -39,9 +39,13 @@ class Evaluator:
   accumulated in float64 on the host.
   """
 
-  def __init__(self, mesh: jax.sharding.Mesh, *, log_every_s: float = 10.0):
+  def __init__(self, mesh: jax.sharding.Mesh, *, log_every_s: float = 10.0,
+               on_progress: Callable[[int, int | None], None] | None = None):
     self.mesh = mesh
     self.log_every_s = log_every_s
+    # Called after every batch of `sums` with (images done, total or None):
+    # the runner's progress display shows how far a long cell is.
+    self.on_progress = on_progress
     self._compiled: dict[Any, Callable] = {}
 
   def release(self) -> None:
@@ -176,6 +180,8 @@ class Evaluator:
         out = jax.device_get(out)
       for k, v in out.items():
         acc[k] = acc.get(k, 0.0) + float(np.asarray(v, np.float64))
+      if self.on_progress is not None:
+        self.on_progress(int(acc['n']), total)
       now = time.perf_counter()
       if now - last > self.log_every_s and jax.process_index() == 0:
         last = now
