@@ -151,6 +151,7 @@ def render(*, title: str, intro: str, result: Mapping[str, Any],
       title=title, intro=markdown_html(intro),
       rules=markdown_html(result.get('rules', '')),
       findings=_findings(result),
+      mixed=sorted(result.get('mixed_weights', {}).items()),
       sections=[{'title': s.title, 'anchor': s.anchor or s.title.lower(),
                  'blocks': _blocks(s)} for s in sections],
       plots=[{'uri': data_uri(p.path), 'caption': p.caption}

@@ -113,16 +113,12 @@ def all_rows(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, fmt.Table]]:
 
 def _intro(rows) -> str:
   datasets = sorted({r.get('dataset', '?') for r in rows})
-  mixed = results_lib.mixed_weights(rows)
-  warn = ''.join(f' **Warning:** {m} was evaluated with {len(h)} different '
-                 'float weights; comparisons may mix them.'
-                 for m, h in sorted(mixed.items()))
   return (f'Dataset(s): {", ".join(datasets) or "-"}; {len(rows)} result '
           'cells. Accuracies are top-1 in percent with one decimal; a '
           '"drop" is in points and positive when accuracy falls. Generated '
           'from results.jsonl by `python scripts/make_report.py '
           '--workdir=DIR` (also findings.json, report.html, results.csv, '
-          'plots/).' + warn)
+          'plots/).')
 
 
 def markdown(rows, result, secs, images, strip_note: str = '') -> str:
