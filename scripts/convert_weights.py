@@ -4,6 +4,10 @@ r"""Converts pretrained torchvision / timm / big_vision weights to our format.
       --input=resnet18.pth --output=checkpoints/imagenet/resnet18/fp32
   python scripts/convert_weights.py --family=timm \
       --arch=vit_small_patch16_224 --input=model.safetensors --output=DIR
+  python scripts/convert_weights.py --family=timm --arch=regnetx_600mf \
+      --input=model.safetensors --output=checkpoints/imagenet/regnetx_600mf/fp32
+  python scripts/convert_weights.py --family=torchvision --arch=mobilenet_v2 \
+      --input=mobilenet_v2.pth --output=checkpoints/imagenet/mobilenet_v2/fp32
   python scripts/convert_weights.py --family=big_vision \
       --arch=vit_small_patch16_224 --input=S_16.npz --output=DIR
 

@@ -36,6 +36,7 @@ def _variables(name, num_classes=1000):
 
 @pytest.mark.parametrize('name,count', [
     ('regnetx_600mf', 6_196_040),  # timm regnetx_006.
+    ('regnetx_800mf', 7_259_656),  # torchvision regnet_x_800mf.
     ('mobilenet_v2', 3_504_872),  # timm mobilenetv2_100 / torchvision.
 ])
 def test_parameter_counts(name, count):
@@ -119,8 +120,8 @@ def _randomize(model):
 def _torch_model(family, arch):
   if family == 'torchvision':
     tv = torch_shims.import_torchvision()
-    if arch == 'mobilenet_v2':
-      return tv.models.mobilenet_v2(num_classes=10)
+    if arch in ('mobilenet_v2', 'regnet_x_800mf'):
+      return getattr(tv.models, arch)(num_classes=10)
     # torchvision has no 600MF RegNet; its RegNet class with timm
     # regnetx_006's parameters (w0 48, wa 36.97, wm 2.24, group width 24).
     from torchvision.models import regnet  # pylint: disable=g-import-not-at-top
@@ -133,11 +134,16 @@ def _torch_model(family, arch):
                            num_classes=10)
 
 
-@pytest.mark.parametrize('family', ['torchvision', 'timm'])
-@pytest.mark.parametrize('arch', ['regnetx_600mf', 'mobilenet_v2'])
-def test_converter_logit_parity(family, arch):
+@pytest.mark.parametrize('family,source,arch', [
+    ('torchvision', 'regnetx_600mf', 'regnetx_600mf'),
+    ('timm', 'regnetx_600mf', 'regnetx_600mf'),
+    ('torchvision', 'mobilenet_v2', 'mobilenet_v2'),
+    ('timm', 'mobilenet_v2', 'mobilenet_v2'),
+    ('torchvision', 'regnet_x_800mf', 'regnetx_800mf'),
+])
+def test_converter_logit_parity(family, source, arch):
   torch = pytest.importorskip('torch')
-  model = _randomize(_torch_model(family, arch))
+  model = _randomize(_torch_model(family, source))
   name, variables, kwargs = checkpoints.convert(family, arch,
                                                 model.state_dict())
   assert name == arch

@@ -45,7 +45,7 @@ from robustmq_jax.models.normalize import IMAGENET_STD
 
 _VITS = ('vit_tiny_patch16_224', 'vit_small_patch16_224',
          'vit_base_patch16_224')
-_CNNS = ('regnetx_600mf', 'mobilenet_v2')
+_CNNS = ('regnetx_600mf', 'regnetx_800mf', 'mobilenet_v2')
 ARCHS: dict[str, tuple[str, ...]] = {
     'torchvision': ('resnet18', 'resnet50') + _CNNS,
     'timm': ('resnet18', 'resnet50') + _CNNS + _VITS,

@@ -65,6 +65,9 @@ _register('vit_tiny_patch4_32', 'vit', 32, _vit(4, 96, 4, 3, 192))
 # The paper's efficient models (timm regnetx_006, mobilenetv2_100) and their
 # 32x32 twins: stride-1 stems, fewer and narrower stages.
 _register('regnetx_600mf', 'regnet', 224, functools.partial(RegNet))
+# torchvision regnet_x_800mf / timm regnetx_008 (MQBench's other RegNetX).
+_register('regnetx_800mf', 'regnet', 224, functools.partial(
+    RegNet, depths=(1, 3, 7, 5), widths=(64, 128, 288, 672), group_width=16))
 _register('regnetx_cifar', 'regnet', 32, functools.partial(
     RegNet, depths=(1, 2, 2), widths=(32, 64, 128), group_width=16,
     stem_width=16, stem_stride=1, stage_strides=(1, 2, 2)))
