@@ -6,17 +6,25 @@ kernels (PTQ and QAT) and evaluates BatchNorm as a bias only.
 """
 
 import functools
+from typing import Any
 
+import flax.linen as nn
 import jax
+from jax import lax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from robustmq_jax import models
 from robustmq_jax import quant
 from robustmq_jax.data.sample import SampleDataset
+from robustmq_jax.models import layers
 from robustmq_jax.models import random_init
 from robustmq_jax.quant import bnfold
+from robustmq_jax.quant import qat
 from robustmq_jax.quant import reference
+from robustmq_jax.quant.plan import LayerQuant
+from robustmq_jax.quant.plan import TensorQuant
 
 TINY = {
     'resnet20_cifar': {'stage_sizes': (1, 1), 'widths': (4, 8)},
@@ -159,3 +167,65 @@ def test_qat_with_folding_exports_a_folded_model(method):
   if method == 'lsq':  # No step taken: the folded model at 8 bits.
     assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
   assert np.all(np.isfinite(jax.jit(qm2.apply_fn())(qm2.variables, _x())))
+
+
+class _ConvBn(nn.Module):
+  """One grouped conv + BatchNorm + ReLU (a RegNet conv2), for QAT folding."""
+  ops: Any = models.FLOAT_OPS
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    y = layers.conv(self.ops, '', 'conv', 8, 3, groups=2)(x)
+    return nn.relu(layers.bn(train, 'bn')(y))
+
+
+def test_qat_fold_is_pytorch_convbn2d():
+  """Train mode: BN_batch(conv(x, Q(w f)) / f), f = gamma / sigma_running,
+  gradient reaching gamma through f too; eval mode: the folded conv."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(4, 6, 6, 8)).astype(np.float32)
+  v = jax.tree.map(np.asarray, jax.eval_shape(
+      _ConvBn().init, jax.random.key(0), x))
+  v = {'params': {'conv': {'kernel': rng.normal(size=(3, 3, 4, 8)).astype(
+                      np.float32) * 0.3},
+                  'bn': {'scale': rng.uniform(0.5, 1.5, 8).astype(
+                      np.float32),
+                         'bias': rng.normal(size=8).astype(np.float32)}},
+       'batch_stats': {'bn': {'mean': rng.normal(size=8).astype(np.float32),
+                              'var': rng.uniform(0.5, 2, 8).astype(
+                                  np.float32)}}}
+  tq = TensorQuant(4, False, (0, 1, 2, 3))
+  plan = {'conv': LayerQuant('conv', 'conv', None, tq, (3, 3, 4, 8))}
+  ops = qat.QatOps(plan, 'pact', {'conv': {'rhs': np.float32(1.0)}},
+                   {'conv': ('bn', 1e-5)})
+  model = _ConvBn(ops)
+
+  def ours(params, train):
+    out = model.apply(dict(v, params=params), x, train=train,
+                      mutable=['batch_stats'] if train else False)
+    return out[0] if train else out
+
+  def manual(params, train):
+    gamma, beta = params['bn']['scale'], params['bn']['bias']
+    mean, var = v['batch_stats']['bn']['mean'], v['batch_stats']['bn']['var']
+    f = gamma / jnp.sqrt(var + 1e-5)
+    wq, _ = qat.minmax_weight_quant(params['conv']['kernel'] * f, tq)
+    y = lax.conv_general_dilated(x, wq, (1, 1), ((1, 1), (1, 1)),
+                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                 feature_group_count=2)
+    if not train:  # The exported model: folded kernel, BN as a bias.
+      return jax.nn.relu(y + beta - f * mean)
+    y = y / f
+    mu, sig2 = jnp.mean(y, (0, 1, 2)), jnp.var(y, (0, 1, 2))
+    return jax.nn.relu((y - mu) / jnp.sqrt(sig2 + 1e-5) * gamma + beta)
+
+  for train in (True, False):
+    np.testing.assert_allclose(ours(v['params'], train),
+                               manual(v['params'], train), rtol=1e-4,
+                               atol=1e-4)
+  g = jax.grad(lambda p: jnp.sum(ours(p, True)**2))(v['params'])
+  g_ref = jax.grad(lambda p: jnp.sum(manual(p, True)**2))(v['params'])
+  np.testing.assert_allclose(g['bn']['scale'], g_ref['bn']['scale'],
+                             rtol=1e-3, atol=1e-4)
+  np.testing.assert_allclose(g['conv']['kernel'], g_ref['conv']['kernel'],
+                             rtol=1e-3, atol=1e-4)

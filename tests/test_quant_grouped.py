@@ -187,7 +187,7 @@ def _data():
 
 
 @pytest.mark.parametrize('name', sorted(TINY))
-def test_quantized_twins_ste_gradients_and_serving(name):
+def test_quantized_twins_ste_gradients_and_serving(name, tmp_path):
   module = models.get_model(name, num_classes=10, **TINY[name])
   fv = random_init.he_normal_variables(module, 32)
   qc = quant.default_config().to_dict()
@@ -221,3 +221,12 @@ def test_quantized_twins_ste_gradients_and_serving(name):
   serve_apply, serve_vars = qm.serve()
   np.testing.assert_allclose(jax.jit(serve_apply)(serve_vars, x), logits,
                              rtol=1e-4, atol=1e-4)
+  # Grouped / depthwise kernels survive the quantized checkpoint format.
+  quant.save(str(tmp_path), qm)
+  again = quant.load(str(tmp_path))
+  assert again.plan == qm.plan
+  for path, a in jax.tree_util.tree_leaves_with_path(qm.variables):
+    b = again.variables
+    for k in path:
+      b = b[k.key]
+    np.testing.assert_array_equal(a, b, str(path))
