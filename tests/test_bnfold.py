@@ -229,3 +229,10 @@ def test_qat_fold_is_pytorch_convbn2d():
                              rtol=1e-3, atol=1e-4)
   np.testing.assert_allclose(g['conv']['kernel'], g_ref['conv']['kernel'],
                              rtol=1e-3, atol=1e-4)
+
+
+def test_paper_grid_variant_folds_and_others_do_not():
+  assert quant.default_config('robustmq').bn_fold
+  assert quant.parse_spec('w4a4', quant.default_config('robustmq')).bn_fold
+  for variant in ('', 'imagenet', 'sample'):
+    assert not quant.default_config(variant).bn_fold

@@ -76,12 +76,21 @@ def default_config(variant: str = '') -> ml_collections.ConfigDict:
 
   Args:
     variant: '' / 'imagenet' (PTQ) or 'sample' (LSQ with the shipped sample
-      checkpoints, so the quickstart covers w8a8..w2a2 at QAT quality).
+      checkpoints, so the quickstart covers w8a8..w2a2 at QAT quality), or
+      'robustmq' (the paper grid's MQBench academic setting: BatchNorm
+      folded, QAT with MQBench's recipe: SGD Nesterov, lr 0.004, weight
+      decay 1e-4, label smoothing 0.1; the config picks the method).
 
   Returns:
     A ConfigDict.
   """
   sample = variant == 'sample'
+  if variant == 'robustmq':
+    cfg = default_config('imagenet')
+    cfg.bn_fold = True
+    cfg.qat.update(optimizer='sgd', learning_rate=0.004, weight_decay=1e-4,
+                   label_smoothing=0.1)
+    return cfg
   return ml_collections.ConfigDict({
       'method': 'lsq' if sample else 'ptq',
       'granularity': 'per_tensor',
