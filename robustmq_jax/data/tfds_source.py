@@ -5,7 +5,6 @@ for the systematic-noise suite; they are decoded with PIL on demand and
 preprocessed with Res256Crop224 (or kept as is when already the model size).
 """
 
-import os
 from typing import Sequence
 
 import numpy as np

@@ -25,10 +25,7 @@ from robustmq_jax.reporting import format as fmt
 from robustmq_jax.reporting import html
 from robustmq_jax.reporting import plots
 from robustmq_jax.reporting import systematic
-# Kept for the suites' old `summarize` methods until they are removed.
-from robustmq_jax.reporting.format import markdown_table  # pylint: disable=unused-import
 from robustmq_jax.reporting.format import params_str
-from robustmq_jax.reporting.format import precision_order  # pylint: disable=unused-import
 
 # Leading CSV columns; every other field follows in sorted order.
 _FIRST = ('dataset', 'model', 'precision', 'method', 'suite', 'noise',

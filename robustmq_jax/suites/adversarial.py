@@ -37,8 +37,8 @@ exactly zero on the clean image, through the gradient forward;
 'accuracy_int8' (when a real-integer forward exists), 'masking_flag'. AutoAttack rows add the
 robust fraction after each stage ('accuracy_after_<stage>') and flag Square
 lowering the white-box stages' accuracy by more than 0.2 points (AutoAttack's
-own check). `summarize` also flags a standalone Square accuracy below the
-white-box accuracy at the same budget.
+own check). The report (`reporting/adversarial.py`) also flags a standalone
+Square accuracy below the white-box accuracy at the same budget.
 
 Compiles: one per model, attack program and static setting (norm, restarts,
 AutoAttack's steps and queries); eps, the step size, the PGD step count and
@@ -234,13 +234,6 @@ class AdversarialSuite(base.Suite):
       metrics[outcomes.FIELD] = outcomes.from_sums(sums)
       yield cell, metrics
 
-  def summarize(self, rows: Sequence[Mapping[str, Any]]) -> str:
-    rows = [r for r in rows if r.get('suite') == self.name]
-    if not rows:
-      return ''
-    return _summary(rows)
-
-
 def _program(kind: str, p: Mapping[str, Any]) -> tuple[str, tuple, dict]:
   """(attack program, its static settings, traced settings) of a cell.
 
@@ -335,69 +328,3 @@ def _metrics(kind: str, sums: Mapping[str, float], margin: float):
       flag = stages['square'] < min(white) - masking.SQUARE_MARGIN
   m['masking_flag'] = bool(flag)
   return m
-
-
-def _eps_text(row) -> str:
-  p = row.get('params', {})
-  if 'eps_255' in p:
-    return f'{p["eps_255"]:g}/255'
-  return f'{p.get("eps", float("nan")):g}'
-
-
-def _pct(v) -> str:
-  return '' if v is None else f'{100 * v:.1f}'
-
-
-def _summary(rows) -> str:
-  """Markdown: accuracies per model/precision/attack/eps, masking flags."""
-  order = {f: i for i, f in enumerate(FAMILIES)}
-  rows = sorted(rows, key=lambda r: (
-      r.get('model', ''), r.get('precision', ''),
-      order.get(r.get('noise'), 99), r.get('params', {}).get('eps', 0)))
-  lines = [
-      '## Adversarial robustness', '',
-      'Accuracy (%) under attack: white-box through the gradient forward '
-      '(straight-through twin for quantized models), scored on the evaluated '
-      'model; "transfer": the same attack crafted on the float model; '
-      '"int8": the white-box adversarials on the real-integer graph; '
-      '"zero-grad": examples whose input gradient is exactly zero.', '',
-      '| model | precision | attack | eps | n | accuracy | transfer | int8 '
-      '| zero-grad | masking |',
-      '|---|---|---|---|---|---|---|---|---|---|']
-  flagged = []
-  for r in rows:
-    flag = bool(r.get('masking_flag'))
-    lines.append(
-        f'| {r.get("model")} | {r.get("precision")} | {r.get("noise")} | '
-        f'{_eps_text(r)} | {r.get("n")} | {_pct(r.get("accuracy"))} | '
-        f'{_pct(r.get("accuracy_transfer"))} | '
-        f'{_pct(r.get("accuracy_int8"))} | '
-        f'{_pct(r.get("zero_grad_fraction"))} | {"**yes**" if flag else ""} |')
-    if flag:
-      flagged.append(f'{r.get("model")} {r.get("precision")} '
-                     f'{r.get("noise")} {_eps_text(r)}')
-  # Cross-row check: gradient-free Square below white-box at the same eps.
-  white = {}
-  for r in rows:
-    if r.get('noise') in ('pgd_linf', 'apgd_ce', 'autoattack'):
-      k = (r.get('model'), r.get('precision'),
-           round(r.get('params', {}).get('eps', -1), 8))
-      white[k] = min(white.get(k, 1.0), r['accuracy'])
-  for r in rows:
-    if r.get('noise') != 'square':
-      continue
-    k = (r.get('model'), r.get('precision'),
-         round(r.get('params', {}).get('eps', -1), 8))
-    if k in white and r['accuracy'] < white[k] - masking.MASKING_MARGIN:
-      flagged.append(f'{k[0]} {k[1]}: Square {_pct(r["accuracy"])} % below '
-                     f'white-box {_pct(white[k])} % at {_eps_text(r)}')
-  lines.append('')
-  if flagged:
-    lines.append('**Possible gradient masking** (a transfer or black-box '
-                 'attack beat the white-box one by more than the margin; '
-                 'treat these robustness numbers as upper bounds):')
-    lines.extend(f'- {f}' for f in flagged)
-  else:
-    lines.append('No gradient-masking flag: white-box attacks were at least '
-                 'as strong as transfer and black-box attacks.')
-  return '\n'.join(lines) + '\n'

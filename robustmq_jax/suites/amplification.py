@@ -27,12 +27,11 @@ granularity ('blocks' or 'layers').
 """
 
 import zlib
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from robustmq_jax import attacks
 from robustmq_jax import config_fields
@@ -180,46 +179,3 @@ class AmplificationSuite(base.Suite):
                    'layers': order, 'gain': gain, 'relative': rel,
                    'gain_logits': gain[order[-1]],
                    'gain_max': max(gain.values())}
-
-  def summarize(self, rows: Sequence[Mapping[str, Any]]) -> str:
-    rows = [r for r in rows if r.get('suite') == self.name and r.get('gain')]
-    if not rows:
-      return ''
-    return summary(rows)
-
-
-def _label(r) -> str:
-  m = r.get('method', '')
-  return r['precision'] if (not m or m == 'float' or
-                            r['precision'].endswith(':' + m)) else (
-                                f'{r["precision"]} ({m})')
-
-
-def summary(rows: Sequence[Mapping[str, Any]]) -> str:
-  """Markdown tables: per model and perturbation, gain per layer."""
-  from robustmq_jax.reporting.report import markdown_table  # pylint: disable=g-import-not-at-top
-  from robustmq_jax.reporting.report import precision_order  # pylint: disable=g-import-not-at-top
-  out = ['Error amplification: mean ||h_l(x+d) - h_l(x)|| / ||d|| at each '
-         'layer output (first layer, blocks, head), for an L-inf '
-         'perturbation d; "vs fp32" divides the head gain by the float '
-         "model's.", '']
-  groups = {}
-  for r in rows:
-    groups.setdefault((r['model'], r['noise'], r['params'].get('eps_255')),
-                      []).append(r)
-  for (model, noise, eps), rs in sorted(groups.items(),
-                                        key=lambda kv: str(kv[0])):
-    layers = rs[0]['layers']
-    fp = [r for r in rs if r['precision'] == 'fp32']
-    fp_gain = fp[0]['gain_logits'] if fp else None
-    header = ['precision', 'accuracy'] + [amp.short_name(l) for l in
-                                          layers] + ['vs fp32']
-    body = []
-    for r in sorted(rs, key=lambda r: precision_order(r['precision'])):
-      g = r['gain']
-      body.append([_label(r), r['accuracy']] +
-                  [float(g.get(l, np.nan)) for l in layers] +
-                  [r['gain_logits'] / fp_gain if fp_gain else ''])
-    out += [f'**{model}, {noise[len(PREFIX):]}, eps {eps:g}/255**', '',
-            markdown_table(header, body), '']
-  return '\n'.join(out)

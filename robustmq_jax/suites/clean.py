@@ -54,16 +54,3 @@ class CleanSuite(base.Suite):
                                total=ctx.num_examples)
         metrics['accuracy_int8'] = t['correct'] / t['n']
       yield cell, metrics
-
-  def summarize(self, rows) -> str:
-    from robustmq_jax.reporting.report import markdown_table  # pylint: disable=g-import-not-at-top
-    from robustmq_jax.reporting.report import precision_order  # pylint: disable=g-import-not-at-top
-    rows = sorted(rows, key=lambda r: (r['model'],
-                                       precision_order(r['precision']),
-                                       r.get('method', '')))
-    body = [[r['model'], r['precision'], r.get('method', ''), r['n'],
-             r['accuracy'], r.get('accuracy_int8', '-')] for r in rows]
-    return ('Clean top-1 accuracy: `accuracy` is the evaluated (fake-quant) '
-            'model, `accuracy_int8` the real-integer (AQT serving) model.\n\n'
-            + markdown_table(['model', 'precision', 'method', 'n', 'accuracy',
-                              'accuracy_int8'], body))

@@ -50,7 +50,6 @@ import numpy as np
 from robustmq_jax import config_fields
 from robustmq_jax import corruptions
 from robustmq_jax.corruptions import jpeg as jpeg_lib
-from robustmq_jax.corruptions import report
 from robustmq_jax.errors import invalid
 from robustmq_jax.errors import UserError
 from robustmq_jax.results import outcomes
@@ -374,6 +373,3 @@ class CorruptionSuite(base.Suite):
                              keep=('correct/0',))
       yield c, {'accuracy': s['correct/0'] / s['n'], 'n': int(s['n']),
                 _OUT: outcomes.from_sums(s, 'correct/0')}
-
-  def summarize(self, rows) -> str:
-    return report.summarize(rows, order=corruptions.ALL)

@@ -40,7 +40,6 @@ from robustmq_jax.results import outcomes
 from robustmq_jax.suites import base
 from robustmq_jax.systematic import batch as batch_lib
 from robustmq_jax.systematic import protocol as protocol_lib
-from robustmq_jax.systematic import report
 from robustmq_jax.systematic import resample
 
 _FIELDS = ('decoders', 'resizes', 'protocol', 'resize_to', 'num_examples')
@@ -276,6 +275,3 @@ class SystematicSuite(base.Suite):
             'decoder_library': libs[decoder],
             'skipped_decoders': dict(skipped),
         }
-
-  def summarize(self, rows) -> str:
-    return report.summarize(rows)
