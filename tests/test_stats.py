@@ -114,3 +114,30 @@ def test_outcomes_round_trip_and_alignment():
   np.testing.assert_array_equal(common, [2, 3])
   np.testing.assert_array_equal(hits, [[False, True], [True, True]])
   assert outcomes.aligned([{'outcomes': enc}, {'accuracy': 0.5}]) is None
+
+
+def test_holm_matches_statsmodels_and_sign_test_matches_binomtest():
+  from statsmodels.stats import multitest  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(7)
+  for _ in range(50):
+    p = rng.random(rng.integers(1, 40)) ** 3
+    np.testing.assert_allclose(
+        stats.holm(p), multitest.multipletests(p, method='holm')[1])
+  for pos, neg in ((0, 5), (3, 9), (12, 12), (40, 21), (1, 0)):
+    d = np.array([1] * pos + [-1] * neg + [0] * 4)
+    assert stats.sign_test(d) == pytest.approx(
+        sp_stats.binomtest(pos, pos + neg, 0.5).pvalue, rel=1e-12)
+
+
+def test_far_tail_intervals_use_the_bootstrap_normal_limit():
+  rng = np.random.default_rng(3)
+  d = (rng.random(500) < 0.6).astype(float) - (rng.random(500) < 0.5)
+  alpha = 0.05 / 200  # A Holm level: 1.25 resamples in each tail.
+  lo, hi = stats.bootstrap_mean_interval(d, alpha=alpha)
+  half = sp_stats.norm.ppf(1 - alpha / 2) * d.std() / math.sqrt(d.size)
+  assert (lo, hi) == pytest.approx((d.mean() - half, d.mean() + half))
+  # At 95 % the percentile bootstrap and its normal limit nearly agree.
+  lo95, hi95 = stats.bootstrap_mean_interval(d)
+  half95 = 1.96 * d.std() / math.sqrt(d.size)
+  assert lo95 == pytest.approx(d.mean() - half95, abs=0.01)
+  assert hi95 == pytest.approx(d.mean() + half95, abs=0.01)

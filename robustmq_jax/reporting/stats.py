@@ -26,11 +26,11 @@ from typing import Sequence
 
 import numpy as np
 from scipy import stats as sp_stats
-from statsmodels.stats import multitest
 from statsmodels.stats import proportion
 
 ALPHA = 0.05
 BOOTSTRAP_RESAMPLES = 10_000
+MIN_TAIL_RESAMPLES = 25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +71,10 @@ def sign_test(d: np.ndarray) -> float:
   pos, neg = int(np.sum(d > 0)), int(np.sum(d < 0))
   if pos + neg == 0:
     return 1.0
-  return float(sp_stats.binomtest(pos, pos + neg, 0.5).pvalue)
+  # Two-sided exact binomial test at 1/2 (symmetric: twice the smaller
+  # tail), as scipy.stats.binomtest computes it.
+  return float(min(1.0, 2 * sp_stats.binom.cdf(min(pos, neg), pos + neg,
+                                               0.5)))
 
 
 def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
@@ -89,6 +92,12 @@ def bootstrap_mean_interval(d: np.ndarray, *, alpha: float = ALPHA,
   multiples of 1/k for a mean over k cells), so a resample is drawn as a
   multinomial count of each distinct value: the same distribution as
   resampling ids with replacement, at O(distinct values) memory per draw.
+
+  Multiplicity-corrected levels reach far into the tails (alpha / m with m
+  comparisons); where a tail would hold fewer than `MIN_TAIL_RESAMPLES` of
+  the resamples, the interval is the bootstrap distribution's normal limit
+  instead: mean(d) ± z * sd(d) / sqrt(n), with the exact bootstrap standard
+  deviation.
   """
   d = np.asarray(d, np.float64)
   n = d.size
@@ -97,6 +106,9 @@ def bootstrap_mean_interval(d: np.ndarray, *, alpha: float = ALPHA,
   values, counts = np.unique(d, return_counts=True)
   if values.size == 1:
     return (float(values[0]), float(values[0]))
+  if alpha / 2 * resamples < MIN_TAIL_RESAMPLES:
+    half = sp_stats.norm.ppf(1 - alpha / 2) * d.std() / math.sqrt(n)
+    return float(d.mean() - half), float(d.mean() + half)
   rng = np.random.default_rng(seed)
   draws = rng.multinomial(n, counts / n, size=resamples)
   means = draws @ values / n
@@ -105,7 +117,8 @@ def bootstrap_mean_interval(d: np.ndarray, *, alpha: float = ALPHA,
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, *,
-                      alpha: float = ALPHA, seed: int = 0) -> Difference:
+                      alpha: float = ALPHA, seed: int = 0,
+                      interval: bool = True) -> Difference:
   """a - b for per-example scores of two models on the same examples.
 
   Args:
@@ -113,13 +126,16 @@ def paired_difference(a: np.ndarray, b: np.ndarray, *,
       cells for an aggregate), aligned by example id.
     alpha: 1 - confidence of the interval.
     seed: bootstrap seed (fixed, so a report is reproducible).
+    interval: False skips the bootstrap (the interval is NaN), for callers
+      that settle its level later.
 
   Returns:
     mean(a) - mean(b), its paired-bootstrap percentile interval and the exact
     sign-test (McNemar for booleans) p-value.
   """
   d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-  lo, hi = bootstrap_mean_interval(d, alpha=alpha, seed=seed)
+  lo, hi = (bootstrap_mean_interval(d, alpha=alpha, seed=seed) if interval
+            else (math.nan, math.nan))
   return Difference(float(d.mean()) if d.size else 0.0, lo, hi, sign_test(d),
                     int(d.size), True)
 
@@ -157,14 +173,15 @@ def _slope_weights(bits: Sequence[float]) -> np.ndarray:
 
 
 def paired_trend(scores: np.ndarray, bits: Sequence[float], *,
-                 alpha: float = ALPHA, seed: int = 0) -> Difference:
+                 alpha: float = ALPHA, seed: int = 0,
+                 interval: bool = True) -> Difference:
   """Least-squares slope of accuracy on bits, examples shared by all bits.
 
   Args:
     scores: [n_examples, n_bits] per-example scores, columns ordered as
       `bits` (at least two distinct bit widths).
     bits: the bit width of each column.
-    alpha, seed: as in `paired_difference`.
+    alpha, seed, interval: as in `paired_difference`.
 
   Returns:
     The slope (accuracy per bit) as `diff`; its paired-bootstrap interval;
@@ -172,7 +189,8 @@ def paired_trend(scores: np.ndarray, bits: Sequence[float], *,
     example is one cluster of correlated outcomes across bit widths).
   """
   s = np.asarray(scores, np.float64) @ _slope_weights(bits)
-  lo, hi = bootstrap_mean_interval(s, alpha=alpha, seed=seed)
+  lo, hi = (bootstrap_mean_interval(s, alpha=alpha, seed=seed) if interval
+            else (math.nan, math.nan))
   if s.size < 2 or np.all(s == s[0]):
     p = 1.0 if not s.size or s[0] == 0 else 0.0
   else:
@@ -199,11 +217,23 @@ def unpaired_trend(accs: Sequence[float], ns: Sequence[int],
 
 
 def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> np.ndarray:
-  """Holm-adjusted p-values (statsmodels), in the input order."""
-  if not len(pvalues):
+  """Holm-adjusted p-values, in the input order.
+
+  max over earlier steps of (m - rank) * p, capped at 1 (statsmodels'
+  `multipletests(method='holm')`, which the tests compare with; computed
+  here because that call runs a full garbage collection each time).
+  """
+  del alpha  # Adjusted p-values do not depend on it.
+  p = np.asarray(pvalues, np.float64)
+  m = p.size
+  if not m:
     return np.zeros((0,))
-  return multitest.multipletests(list(pvalues), alpha=alpha,
-                                 method='holm')[1]
+  order = np.argsort(p, kind='stable')
+  stepped = np.minimum(1.0, np.maximum.accumulate(
+      (m - np.arange(m)) * p[order]))
+  out = np.empty(m)
+  out[order] = stepped
+  return out
 
 
 def holm_levels(pvalues: Sequence[float], alpha: float = ALPHA) -> np.ndarray:

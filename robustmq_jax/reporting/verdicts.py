@@ -83,7 +83,8 @@ def compare_scores(a: np.ndarray, b: np.ndarray, *, expect: str, what: str,
                    **extra: Any) -> dict[str, Any]:
   """A paired comparison of per-example scores (aligned by example)."""
   _sign(expect)
-  d = stats.paired_difference(a, b, seed=seed)
+  # The interval is computed once, at its Holm level, by `decide`.
+  d = stats.paired_difference(a, b, seed=seed, interval=False)
   ci = lambda alpha: stats.paired_difference(a, b, alpha=alpha, seed=seed)
   return _comparison(what, method, expect, float(np.mean(a)),
                      float(np.mean(b)), d, ci, masked=masked, **extra)
@@ -174,7 +175,7 @@ def compare_trend(score_columns: Sequence[np.ndarray] | None,
   hi, lo = int(np.argmax(bits)), int(np.argmin(bits))
   if score_columns is not None:
     scores = np.stack(score_columns, axis=1)
-    d = stats.paired_trend(scores, bits)
+    d = stats.paired_trend(scores, bits, interval=False)
     ci = lambda alpha: stats.paired_trend(scores, bits, alpha=alpha)
   else:
     d = stats.unpaired_trend(accs, ns, bits)
@@ -209,6 +210,9 @@ def decide(comparisons: list[dict[str, Any]],
   for c in comparisons:
     if c.get('masked'):
       c['outcome'] = 'masked'
+      d = c[_CI](alpha)
+      c['ci_low'], c['ci_high'] = d.ci_low, d.ci_high
+      c['ci_level'] = float(1 - alpha)
   return comparisons
 
 
