@@ -53,6 +53,7 @@ BAD = [
       '--config.checkpoints.resnet50=/nonexistent/r50'],
      "config.checkpoints.resnet50='/nonexistent/r50': checkpoint folder not "
      'found'),
+    (['--compilation_cache=/dev/null/xla'], '--compilation_cache='),
     (['--nosuchflag'], 'nosuchflag'),
     (['positional'], 'unexpected arguments'),
 ]
