@@ -50,6 +50,7 @@ def test_parallel_batches_equal_serial_decoding(fake_root, workers):
   ds = get_dataset(f'folder:{fake_root}/val')
   ds.decode_options = pipeline.DecodeOptions(workers=workers, threads=2)
   ids = np.array([7, 0, 3, 8, 1])
+  ds.images = None  # The parallel path must not fall back to images().
   batches = list(iter_batches(ds, 2, ids=ids))
   serial = get_dataset(f'folder:{fake_root}/val')
   want = np.stack([serial.decode_one(int(i)) for i in ids])

@@ -77,10 +77,11 @@ def iter_batches(
   num_batches = -(-longest // batch_size)
   chunks = [mine[b * batch_size:(b + 1) * batch_size]
             for b in range(num_batches)]
+  parallel = getattr(dataset, 'iter_images', None)
+  use_parallel = load is None and parallel is not None
   load = load or dataset.images
   next_images = load
-  parallel = getattr(dataset, 'iter_images', None)
-  if load is dataset.images and parallel is not None:
+  if use_parallel:
     # File-backed sources decode in Grain workers, batches in order.
     decoded = parallel([c for c in chunks if len(c)])
     next_images = lambda chunk: next(decoded)

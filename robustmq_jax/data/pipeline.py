@@ -1,10 +1,10 @@
 """Parallel decoding of file-backed sources through Grain, with a subset cache.
 
 Folder and TFDS sources hold encoded JPEGs. Decoding + Res256Crop224 costs
-~5-10 ms an image in PIL, more than a small model's forward, so it runs in
-Grain: one element per host batch, `map`ped to its uint8 images by worker
-processes (`mp_prefetch`) or threads, in the order of the batches (the
-order, and so every result, does not depend on the worker count).
+~4-10 ms an image in PIL, more than a small model's forward, so it runs in
+parallel: a thread pool by default (PIL releases the GIL), or Grain worker
+processes (`mp_prefetch`, one element per host batch). Batches come out in
+order, so no result depends on the worker count.
 
 `DecodedCache` keeps the decoded images of the subsets a run evaluates
 (the adversarial suite's 1,000 images, the corruption suite's 5,000, ...)
@@ -13,6 +13,8 @@ memory instead of decoding again. It belongs to one dataset object, which a
 run opens once per image size.
 """
 
+import collections
+from concurrent import futures
 import dataclasses
 import os
 from typing import Callable, Iterator, Sequence
@@ -86,25 +88,49 @@ def _ensure_absl_flags_parsed() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
+def _threaded_chunks(decode_one: Callable[[int], np.ndarray],
+                     chunks: Sequence[np.ndarray], threads: int,
+                     ahead: int = 2) -> Iterator[np.ndarray]:
+  """Images decoded by a thread pool, one future per image, `ahead` chunks
+  in flight (PIL releases the GIL while decoding and resizing)."""
+  with futures.ThreadPoolExecutor(max(threads, 1)) as pool:
+    pending = collections.deque()
+    todo = iter(chunks)
+
+    def submit():
+      chunk = next(todo, None)
+      if chunk is not None:
+        pending.append([pool.submit(decode_one, int(i)) for i in chunk])
+
+    for _ in range(ahead):
+      submit()
+    while pending:
+      done = pending.popleft()
+      submit()
+      yield np.stack([f.result() for f in done])
+
+
 def decode_chunks(decode_one: Callable[[int], np.ndarray],
                   chunks: Sequence[np.ndarray],
                   options: DecodeOptions) -> Iterator[np.ndarray]:
-  """Yields the decoded images of each chunk of ids, in order."""
-  import grain.python as grain  # pylint: disable=g-import-not-at-top
-  fn = _BatchDecoder(decode_one)
+  """Yields the decoded images of each chunk of ids, in order.
+
+  `options.workers > 0` runs Grain worker processes (`mp_prefetch`), for
+  hosts with many cores; the default, a thread pool, measured 2.0x one
+  process on 2 cores where Grain's own threads and its 2 worker processes
+  were slower than one process (`benchmarks/input.py`, RESULTS.md).
+  """
   nonempty = [np.asarray(c) for c in chunks]
-  ds = grain.MapDataset.source(nonempty).map(fn)
-  if options.workers > 0:
-    _ensure_absl_flags_parsed()
-    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1,
-                                              prefetch_buffer_size=2))
-    it = it.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=options.workers, per_worker_buffer_size=2))
-  else:
-    it = ds.to_iter_dataset(grain.ReadOptions(
-        num_threads=max(options.threads, 1),
-        prefetch_buffer_size=max(2 * options.threads, 2)))
-  yield from it
+  if options.workers <= 0:
+    yield from _threaded_chunks(decode_one, nonempty, options.threads)
+    return
+  import grain.python as grain  # pylint: disable=g-import-not-at-top
+  _ensure_absl_flags_parsed()
+  it = grain.MapDataset.source(nonempty).map(
+      _BatchDecoder(decode_one)).to_iter_dataset(
+          grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
+  yield from it.mp_prefetch(grain.MultiprocessingOptions(
+      num_workers=options.workers, per_worker_buffer_size=2))
 
 
 class FileBackedImages:
