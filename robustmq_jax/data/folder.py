@@ -6,7 +6,6 @@ from typing import Sequence
 import numpy as np
 
 from robustmq_jax.data import pipeline
-from robustmq_jax.data import preprocess
 from robustmq_jax.errors import UserError
 
 _EXTENSIONS = ('.jpeg', '.jpg', '.png')
@@ -51,15 +50,5 @@ class FolderDataset(pipeline.FileBackedImages):
     with open(self._files[idx], 'rb') as f:
       return f.read()
 
-  def decode_one(self, idx: int) -> np.ndarray:
-    return preprocess.resize_crop(preprocess.decode_rgb(self.jpeg_bytes(idx)),
-                                  self.image_size)
-
   def labels(self, ids: Sequence[int]) -> np.ndarray:
     return self._labels[np.asarray(ids)]
-
-  def arrays(self, limit: int | None = None):
-    """(images, labels) of the first `limit` examples (decoded in parallel)."""
-    ids = np.arange(min(limit or self.num_examples, self.num_examples))
-    return (np.concatenate(list(self.iter_images(np.array_split(
-        ids, max(1, len(ids) // 64))))), self.labels(ids))

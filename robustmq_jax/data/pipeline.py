@@ -22,6 +22,8 @@ from typing import Callable, Iterator, Sequence
 from absl import flags
 import numpy as np
 
+from robustmq_jax.data import preprocess
+
 # Decoded images kept per dataset object (uint8; 1 GiB = 7,100 images at 224).
 CACHE_LIMIT_BYTES = 1 << 30
 
@@ -48,6 +50,9 @@ class DecodedCache:
     self.limit_bytes = limit_bytes
     self._images: dict[int, np.ndarray] = {}
     self.nbytes = 0
+
+  def has(self, ids: Sequence[int]) -> bool:
+    return all(int(i) in self._images for i in ids)
 
   def get(self, ids: Sequence[int]) -> np.ndarray | None:
     """The stacked images of `ids` if all are cached, else None."""
@@ -136,15 +141,17 @@ def decode_chunks(decode_one: Callable[[int], np.ndarray],
 class FileBackedImages:
   """`images(ids)` and `iter_images(chunks)` of a file-backed dataset.
 
-  Mixed into FolderDataset and TfdsDataset, which define `decode_one(idx)`
-  (the preprocessed uint8 image of one example) and set `decode_options`.
+  Mixed into FolderDataset and TfdsDataset, which define `jpeg_bytes(idx)`,
+  `labels(ids)`, `image_size` and `num_examples`, and set `decode_options`.
   """
 
   decode_options: DecodeOptions = DecodeOptions()
   _cache: DecodedCache | None = None
 
   def decode_one(self, idx: int) -> np.ndarray:
-    raise NotImplementedError
+    """The preprocessed (Res256Crop224) uint8 image of one example."""
+    return preprocess.resize_crop(preprocess.decode_rgb(self.jpeg_bytes(idx)),
+                                  self.image_size)
 
   @property
   def cache(self) -> DecodedCache:
@@ -153,18 +160,20 @@ class FileBackedImages:
     return self._cache
 
   def images(self, ids: Sequence[int]) -> np.ndarray:
-    """uint8 NHWC images of `ids` (cached, else decoded here, serially)."""
-    got = self.cache.get(ids)
-    if got is None:
-      got = np.stack([self.decode_one(int(i)) for i in ids])
-      self.cache.put(ids, got)
-    return got
+    """uint8 NHWC images of `ids` (cached, else decoded in parallel)."""
+    return next(self.iter_images([np.asarray(ids)]))
+
+  def arrays(self, limit: int | None = None):
+    """(images, labels) of the first `limit` examples (decoded in parallel)."""
+    ids = np.arange(min(limit or self.num_examples, self.num_examples))
+    return (np.concatenate(list(self.iter_images(np.array_split(
+        ids, max(1, len(ids) // 64))))), self.labels(ids))
 
   def iter_images(self, chunks: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
     """The images of each chunk, decoded in parallel unless all cached."""
-    cached = [self.cache.get(c) for c in chunks]
-    if all(c is not None for c in cached):
-      yield from cached
+    if all(self.cache.has(c) for c in chunks):
+      for c in chunks:  # One chunk at a time: no copy of the whole subset.
+        yield self.cache.get(c)
       return
     for chunk, images in zip(chunks, decode_chunks(
         self.decode_one, chunks, self.decode_options)):

@@ -77,19 +77,9 @@ class TfdsDataset(pipeline.FileBackedImages):
       return preprocess.encode_png(image)
     return bytes(image)
 
-  def decode_one(self, idx: int) -> np.ndarray:
-    return preprocess.resize_crop(preprocess.decode_rgb(self.jpeg_bytes(idx)),
-                                  self.image_size)
-
   def labels(self, ids: Sequence[int]) -> np.ndarray:
     # Labels are a few bytes each: kept per dataset object once read.
     for i in ids:
       if int(i) not in self._labels:
         self._labels[int(i)] = int(self._record(i)['label'])
     return np.asarray([self._labels[int(i)] for i in ids], np.int32)
-
-  def arrays(self, limit: int | None = None):
-    """(images, labels) of the first `limit` examples (decoded in parallel)."""
-    ids = np.arange(min(limit or self.num_examples, self.num_examples))
-    return (np.concatenate(list(self.iter_images(np.array_split(
-        ids, max(1, len(ids) // 64))))), self.labels(ids))
