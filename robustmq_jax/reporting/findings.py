@@ -376,14 +376,3 @@ def _finite(x):
   if isinstance(x, (float, np.floating)):
     return float(x) if np.isfinite(x) else None
   return x
-
-
-def markdown(result: Mapping[str, Any], **kwargs) -> str:
-  """The findings section of report.md (`findings_text.markdown`)."""
-  from robustmq_jax.reporting import findings_text  # pylint: disable=g-import-not-at-top
-  return findings_text.markdown(result, **kwargs)
-
-
-def check(rows: Sequence[Mapping[str, Any]]) -> str:
-  """Markdown of `evaluate(rows)` (kept for callers of the old API)."""
-  return markdown(evaluate(rows))

@@ -21,6 +21,7 @@ from robustmq_jax.reporting import corruption
 from robustmq_jax.reporting import defenses
 from robustmq_jax.reporting import examples as example_strip
 from robustmq_jax.reporting import findings
+from robustmq_jax.reporting import findings_text
 from robustmq_jax.reporting import format as fmt
 from robustmq_jax.reporting import html
 from robustmq_jax.reporting import plots
@@ -121,7 +122,7 @@ def _intro(rows) -> str:
 def markdown(rows, result, secs, images, strip_note: str = '') -> str:
   """report.md's text."""
   out = ['# robustmq_jax report', '', _intro(rows), '',
-         '## Paper findings checked', '', findings.markdown(result), '']
+         '## Paper findings checked', '', findings_text.markdown(result), '']
   out += [s.markdown() for s in secs]
   if images:
     out += ['## Plots', '']
