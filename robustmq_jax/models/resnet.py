@@ -14,36 +14,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from robustmq_jax.models.layers import bn
+from robustmq_jax.models.layers import conv
+from robustmq_jax.models.layers import dense
 from robustmq_jax.models.normalize import IMAGENET_MEAN
 from robustmq_jax.models.normalize import IMAGENET_STD
 from robustmq_jax.models.normalize import normalize
 from robustmq_jax.models.ops import FLOAT_OPS
 from robustmq_jax.models.ops import Ops
-from robustmq_jax.models.ops import Role
-
-# torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu').
-_CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-
-
-def _conv(ops: Ops, prefix: str, name: str, features: int, kernel: int,
-          strides: int = 1, first: bool = False) -> nn.Conv:
-  """A bias-free conv with PyTorch padding (kernel // 2 on each side)."""
-  pad = kernel // 2
-  path = f'{prefix}/{name}' if prefix else name
-  return nn.Conv(
-      features, (kernel, kernel), strides=(strides, strides),
-      padding=((pad, pad), (pad, pad)), use_bias=False,
-      kernel_init=_CONV_INIT,
-      conv_general_dilated_cls=ops.conv_general_dilated_cls(
-          Role(path, 'conv', first=first)),
-      name=name)
-
-
-def _bn(train: bool, name: str) -> nn.BatchNorm:
-  # PyTorch momentum 0.1 == Flax momentum 0.9; eps 1e-5 on both sides.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                      epsilon=1e-5, name=name)
-
 
 class BasicBlock(nn.Module):
   """Two 3x3 convolutions with a residual (ResNet-18/34, CIFAR ResNets)."""
@@ -56,10 +34,10 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     p, ops = self.name, self.ops
-    y = _conv(ops, p, 'conv1', self.features, 3, self.strides)(x)
-    y = nn.relu(_bn(train, 'bn1')(y))
-    y = _conv(ops, p, 'conv2', self.features, 3)(y)
-    y = _bn(train, 'bn2')(y)
+    y = conv(ops, p, 'conv1', self.features, 3, self.strides)(x)
+    y = nn.relu(bn(train, 'bn1')(y))
+    y = conv(ops, p, 'conv2', self.features, 3)(y)
+    y = bn(train, 'bn2')(y)
     return nn.relu(y + _shortcut(x, self.features, self.strides, ops, p,
                                  train))
 
@@ -75,12 +53,12 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     p, ops = self.name, self.ops
-    y = _conv(ops, p, 'conv1', self.features, 1)(x)
-    y = nn.relu(_bn(train, 'bn1')(y))
-    y = _conv(ops, p, 'conv2', self.features, 3, self.strides)(y)
-    y = nn.relu(_bn(train, 'bn2')(y))
-    y = _conv(ops, p, 'conv3', self.features * 4, 1)(y)
-    y = _bn(train, 'bn3')(y)
+    y = conv(ops, p, 'conv1', self.features, 1)(x)
+    y = nn.relu(bn(train, 'bn1')(y))
+    y = conv(ops, p, 'conv2', self.features, 3, self.strides)(y)
+    y = nn.relu(bn(train, 'bn2')(y))
+    y = conv(ops, p, 'conv3', self.features * 4, 1)(y)
+    y = bn(train, 'bn3')(y)
     return nn.relu(y + _shortcut(x, self.features * 4, self.strides, ops, p,
                                  train))
 
@@ -94,8 +72,8 @@ def _shortcut(x: jax.Array, features: int, strides: int, ops: Ops,
   """
   if strides == 1 and x.shape[-1] == features:
     return x
-  y = _conv(ops, prefix, 'downsample_conv', features, 1, strides)(x)
-  return _bn(train, 'downsample_bn')(y)
+  y = conv(ops, prefix, 'downsample_conv', features, 1, strides)(x)
+  return bn(train, 'downsample_bn')(y)
 
 
 _BLOCKS = {'basic': BasicBlock, 'bottleneck': Bottleneck}
@@ -128,13 +106,13 @@ class ResNet(nn.Module):
     ops = self.ops
     x = normalize(images, self.mean, self.std)
     if self.stem == 'imagenet':
-      x = _conv(ops, '', 'conv1', self.widths[0], 7, 2, first=True)(x)
-      x = nn.relu(_bn(train, 'bn1')(x))
+      x = conv(ops, '', 'conv1', self.widths[0], 7, 2, first=True)(x)
+      x = nn.relu(bn(train, 'bn1')(x))
       # Flax pads max-pool windows with -inf, as PyTorch does.
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     elif self.stem == 'cifar':
-      x = _conv(ops, '', 'conv1', self.widths[0], 3, 1, first=True)(x)
-      x = nn.relu(_bn(train, 'bn1')(x))
+      x = conv(ops, '', 'conv1', self.widths[0], 3, 1, first=True)(x)
+      x = nn.relu(bn(train, 'bn1')(x))
     else:
       raise ValueError(f'unknown stem {self.stem!r}')
     block_cls = _BLOCKS[self.block]
@@ -143,6 +121,4 @@ class ResNet(nn.Module):
         strides = 2 if (s > 0 and i == 0) else 1
         x = block_cls(width, strides, ops, name=f'layer{s + 1}_{i}')(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(
-        self.num_classes, name='fc',
-        dot_general_cls=ops.dot_general_cls(Role('fc', 'dense', last=True)))(x)
+    return dense(ops, 'fc', self.num_classes)(x)
