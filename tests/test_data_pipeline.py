@@ -107,3 +107,16 @@ def test_calibration_decodes_only_its_images_whatever_the_split_size(
   for a, b in zip(lazy, calibration.calibration_batches(full, Spec, seed=5)):
     np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(labels[[0, 5]], ds.labels([0, 5]))
+
+
+def test_make_fake_imagenet_refuses_a_bad_count(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run(
+      [sys.executable, os.path.join(root, 'scripts', 'make_fake_imagenet.py'),
+       f'--out={tmp_path}', '--classes=0'], capture_output=True, text=True,
+      check=False)
+  assert out.returncode != 0
+  assert '--classes=0 is not valid; allowed: an integer >= 1.' in out.stderr
+  assert not os.listdir(tmp_path)  # Nothing written.
