@@ -9,7 +9,6 @@ written; bad input ends with one sentence on stderr and exit code 2. `--help`
 lists the configs, their args, the main fields and the override syntax.
 """
 
-import os
 import sys
 from typing import Sequence
 
@@ -19,6 +18,10 @@ from absl import logging
 import jax
 
 from robustmq_jax import cli
+from robustmq_jax import config_fields
+from robustmq_jax import config_loading
+from robustmq_jax import jax_setup
+from robustmq_jax import models as models_lib
 from robustmq_jax import runner
 from robustmq_jax import settings as settings_lib
 from robustmq_jax.errors import UserError
@@ -66,8 +69,12 @@ def main(argv: Sequence[str]) -> None:
         raise UserError(f'--{name} is required; see --help.')
     if _MULTIHOST.value:  # Before anything asks JAX for its devices.
       jax.distributed.initialize()
-    _setup_compilation_cache(_COMPILATION_CACHE.value)
-    settings = settings_lib.load(_CONFIG.value, _OVERRIDES)
+    jax_setup.compilation_cache(_COMPILATION_CACHE.value)
+    config = config_loading.load(_CONFIG.value)
+    config_loading.apply_overrides(config, _OVERRIDES)
+    # Before validation, which asks JAX for its devices.
+    jax_setup.select_cpu_kernels(_image_sizes(config))
+    settings = settings_lib.from_config(config)
     settings_lib.check_workdir(_WORKDIR.value)
     logging.info('JAX: %d process(es), %d device(s) (%s)', jax.process_count(),
                  jax.device_count(), jax.devices()[0].platform)
@@ -80,26 +87,14 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(130)
 
 
-def _setup_compilation_cache(value: str) -> None:
-  """Points JAX's persistent compilation cache at a user folder.
-
-  An explicit JAX_COMPILATION_CACHE_DIR in the environment wins. Programs
-  that compile in under half a second are not worth a file each.
-  """
-  if value == 'off' or os.environ.get('JAX_COMPILATION_CACHE_DIR'):
-    return
-  if value == 'auto':
-    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(
-        os.path.expanduser('~'), '.cache')
-    value = os.path.join(base, 'robustmq_jax', 'xla')
+def _image_sizes(config) -> list[int]:
+  """Input sides of the configured models (unknown names: validated later)."""
   try:
-    os.makedirs(value, exist_ok=True)
-  except OSError as e:
-    raise UserError(f'--compilation_cache={value!r} cannot be created '
-                    f'({e.strerror}); allowed: a writable folder, auto or '
-                    'off.') from None
-  jax.config.update('jax_compilation_cache_dir', value)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+    names = config_fields.name_list(config, 'models')
+  except UserError:
+    return []
+  known = set(models_lib.list_models())
+  return [models_lib.model_info(n).image_size for n in names if n in known]
 
 
 def entry() -> None:
