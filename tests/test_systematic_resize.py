@@ -20,27 +20,10 @@ from robustmq_jax import systematic
 from robustmq_jax.errors import UserError
 from robustmq_jax.systematic import resize_cv2
 from robustmq_jax.systematic import resize_pil
+from robustmq_jax.systematic.host_resize import library_resize
 
 cv2 = pytest.importorskip('cv2')
 skimage = pytest.importorskip('skimage')
-
-_PIL = {'nearest': Image.Resampling.NEAREST,
-        'bilinear': Image.Resampling.BILINEAR,
-        'bicubic': Image.Resampling.BICUBIC, 'box': Image.Resampling.BOX,
-        'hamming': Image.Resampling.HAMMING,
-        'lanczos': Image.Resampling.LANCZOS}
-_CV2 = {'nearest': cv2.INTER_NEAREST, 'linear': cv2.INTER_LINEAR,
-        'area': cv2.INTER_AREA, 'cubic': cv2.INTER_CUBIC,
-        'lanczos4': cv2.INTER_LANCZOS4}
-
-
-def library_resize(img: np.ndarray, size, method: str) -> np.ndarray:
-  """The real library call (the reference)."""
-  oh, ow = size
-  lib, _, name = method.partition('_')
-  if lib == 'pil':
-    return np.asarray(Image.fromarray(img).resize((ow, oh), _PIL[name]))
-  return cv2.resize(img, (ow, oh), interpolation=_CV2[name])
 
 
 def _assert_close(out, ref, method, what):

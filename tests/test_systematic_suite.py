@@ -2,7 +2,9 @@
 
 Reference for the grid: the same pipeline on the host (named decoder, then
 the real PIL / OpenCV resize, centre crop, the linear model in float64):
-per-cell accuracies must be equal. Also: skipped decoders, decode failures,
+per-cell accuracies must be equal, with the resizes emulated on device and
+with the libraries on the host (the CPU default); the two backends' resized
+images agree within one level. Also: skipped decoders, decode failures,
 subsets, the 'native' protocol and config validation.
 """
 
@@ -21,7 +23,7 @@ from robustmq_jax.evaluation import make_mesh
 from robustmq_jax.evaluation import replicate
 from robustmq_jax.reporting import systematic as report
 from robustmq_jax.suites import systematic as suite_lib
-from tests.test_systematic_resize import library_resize
+from robustmq_jax.systematic.host_resize import library_resize
 
 NUM_CLASSES = 4
 
@@ -105,10 +107,12 @@ def _host_accuracy(ds, ids, decoder, method, proto):
   return hits / len(ids)
 
 
-def test_grid_equals_host_pipeline():
+@pytest.mark.parametrize('backend', ['device', 'host'])
+def test_grid_equals_host_pipeline(backend):
   decoders = [d for d in ('pil', 'ffmpeg', 'simplejpeg_fastdct')
               if d in systematic.available_decoders()]
-  suite, ctx, model = _setup(decoders=tuple(decoders))
+  suite, ctx, model = _setup(decoders=tuple(decoders), resize_backend=backend)
+  assert suite._backend(ctx) == backend  # pylint: disable=protected-access
   res = _run(suite, ctx, model)
   assert set(res) == {(d, m) for d in decoders for m in systematic.METHODS}
   proto = suite._protocol(ctx, model)  # pylint: disable=protected-access
@@ -117,8 +121,32 @@ def test_grid_equals_host_pipeline():
     assert cell.params == {'decoder': d, 'protocol': 'imagenet',
                            'resize_to': 36, 'crop': 32}
     assert metrics['n'] == 20 and metrics['decode_failures'] == 0
+    assert metrics['resize_backend'] == backend
     ref = _host_accuracy(ctx.dataset, range(20), d, m, proto)
     assert metrics['accuracy'] == pytest.approx(ref), (d, m)
+
+
+def test_backends_resize_within_one_level_and_auto_picks_host_on_cpu():
+  ds = JpegDataset(n=12, bad=(5,))
+  stacks = {}
+  for backend in ('device', 'host'):
+    suite, ctx, model = _setup(ds, decoders='pil', resize_backend=backend)
+    batches = list(suite._batches(  # pylint: disable=protected-access
+        ctx, np.arange(12), 'pil', systematic.METHODS,
+        suite._protocol(ctx, model)))  # pylint: disable=protected-access
+    stacks[backend] = [{k: np.asarray(v) for k, v in b.as_dict().items()}
+                       for b in batches]
+  for dev, host in zip(stacks['device'], stacks['host'], strict=True):
+    assert dev['image'].shape == host['image'].shape
+    np.testing.assert_array_equal(dev['ok'], host['ok'])
+    d = np.abs(dev['image'].astype(int) - host['image'].astype(int))
+    d = d[dev['ok'] & dev['mask']]
+    assert d.max() <= 1
+    assert d[:, :6].max() == 0  # Pillow's six are bit-exact.
+  ok = np.concatenate([b['ok'][b['mask']] for b in stacks['host']])
+  assert ok.tolist() == [i != 5 for i in range(12)]
+  suite, ctx, _ = _setup(decoders='pil')
+  assert suite._backend(ctx) == 'host'  # pylint: disable=protected-access
 
 
 def test_native_protocol_on_model_sized_images_is_identity():
@@ -197,7 +225,8 @@ def test_fn_is_cached_per_model_and_methods():
   assert f is suite._fn(_apply, ('pil_box',))  # pylint: disable=protected-access
 
 
-def test_decoded_images_are_kept_per_dataset(monkeypatch):
+@pytest.mark.parametrize('backend', ['device', 'host'])
+def test_decoded_images_are_kept_per_dataset(monkeypatch, backend):
   """A second precision on the same dataset decodes nothing again; another
   dataset (same ids, other files) is decoded afresh and scored on its own
   images."""
@@ -209,12 +238,12 @@ def test_decoded_images_are_kept_per_dataset(monkeypatch):
     return real(datas, decoder=decoder)
 
   monkeypatch.setattr(systematic, 'decode_many', counting)
-  suite, ctx, model = _setup(decoders='pil')
+  suite, ctx, model = _setup(decoders='pil', resize_backend=backend)
   first = _run(suite, ctx, model)
   assert sum(decoded) == 20
   assert _run(suite, ctx, model) == first and sum(decoded) == 20
   other = JpegDataset(n=20, shapes=((40, 30),))
-  suite, ctx2, model = _setup(other, decoders='pil')
+  suite, ctx2, model = _setup(other, decoders='pil', resize_backend=backend)
   res = _run(suite, ctx2, model)
   assert sum(decoded) == 40
   proto = suite._protocol(ctx2, model)  # pylint: disable=protected-access

@@ -1,12 +1,16 @@
 """The systematic suite: ImageNet-S decoder x resize grid on the test split.
 
 For every available decoder, the raw files of the split are decoded on the
-host; the 11 resizes (PIL and OpenCV, emulated exactly on device,
-`robustmq_jax.systematic`) and the centre crop then run in one compiled
-program that does not depend on the model (compiled once per batch shape and
-reused by every model and precision), and the model's evaluation step takes
-its output, global arrays that never leave the devices. One cell per (decoder, resize):
-``noise`` is the resize method, ``params`` hold the decoder and the geometry.
+host. On an accelerator the 11 resizes (PIL and OpenCV, emulated exactly on
+device, `robustmq_jax.systematic`) and the centre crop then run in one
+compiled program that does not depend on the model (compiled once per batch
+shape and reused by every model and precision), and the model's evaluation
+step takes its output, global arrays that never leave the devices. On a CPU
+the libraries themselves resize on the host (`systematic.host_resize`):
+there they are the reference and faster than the emulation; the two agree
+within one level (tests/test_systematic_suite.py). One cell per (decoder,
+resize): ``noise`` is the resize method, ``params`` hold the decoder and the
+geometry.
 
 Config (`config.systematic`, all optional; see `default_config`):
   decoders: names, or 'all' (every name in `systematic.DECODERS`); those whose
@@ -19,9 +23,11 @@ Config (`config.systematic`, all optional; see `default_config`):
     even margin (256 for 224, 36 for 32).
   num_examples: evaluate a fixed seeded subset of this many test examples;
     0 = the whole split (`config.data.num_examples`).
+  resize_backend: 'auto' (host libraries on a CPU backend, device emulation
+    otherwise), 'host' or 'device'.
 
 Rows: 'accuracy', 'n', 'decode_failures' (files the decoder rejected; they
-count as errors), 'decoder_library', 'skipped_decoders'.
+count as errors), 'decoder_library', 'skipped_decoders', 'resize_backend'.
 """
 
 from typing import Any, Iterator, Sequence
@@ -39,13 +45,19 @@ from robustmq_jax.evaluation import mesh as mesh_lib
 from robustmq_jax.results import outcomes
 from robustmq_jax.suites import base
 from robustmq_jax.systematic import batch as batch_lib
+from robustmq_jax.systematic import host_resize
 from robustmq_jax.systematic import protocol as protocol_lib
 from robustmq_jax.systematic import resample
 
-_FIELDS = ('decoders', 'resizes', 'protocol', 'resize_to', 'num_examples')
+_FIELDS = ('decoders', 'resizes', 'protocol', 'resize_to', 'num_examples',
+           'resize_backend')
+_BACKENDS = ('auto', 'host', 'device')
 _PREFIX = 'rs/'
 # Subsets up to this many images keep their decoded images across models.
 _DECODE_CACHE_IMAGES = 2048
+# Host-resized stacks of a subset are kept across models and precisions when
+# they fit in this many bytes (the sample's: 200 x 11 x 32 x 32 x 3, 7 MB).
+_RESIZED_CACHE_BYTES = 256 << 20
 
 
 def default_config(image_size: int = 224) -> ml_collections.ConfigDict:
@@ -60,6 +72,7 @@ def default_config(image_size: int = 224) -> ml_collections.ConfigDict:
       'protocol': 'imagenet',
       'resize_to': 0,
       'num_examples': 200 if image_size <= 32 else 0,
+      'resize_backend': 'auto',
   })
 
 
@@ -115,6 +128,9 @@ class SystematicSuite(base.Suite):
     self._decoded = {}
     self._decoded_from = None  # the dataset they came from (held, so its
     # identity cannot be reused by another object)
+    # Host-resized crops, model-independent: (decoder, method, protocol
+    # params, example id) -> [H, W, 3] uint8. Bounded by _RESIZED_CACHE_BYTES.
+    self._resized = {}
     self._logged = set()
 
   def release(self, *, model_done: bool = False) -> None:
@@ -131,6 +147,9 @@ class SystematicSuite(base.Suite):
         raise invalid('config.systematic', k, _FIELDS)
     _names(cfg, 'decoders', systematic.DECODERS)
     _names(cfg, 'resizes', systematic.METHODS)
+    if cfg.get('resize_backend', 'auto') not in _BACKENDS:
+      raise invalid('config.systematic.resize_backend',
+                    cfg.get('resize_backend'), _BACKENDS)
     if cfg.get('protocol', 'imagenet') not in protocol_lib.PROTOCOLS:
       raise invalid('config.systematic.protocol', cfg.get('protocol'),
                     protocol_lib.PROTOCOLS)
@@ -145,6 +164,12 @@ class SystematicSuite(base.Suite):
     cfg = _cfg(ctx.config)
     return protocol_lib.make(cfg.get('protocol', 'imagenet'),
                              model.image_size, cfg.get('resize_to') or None)
+
+  def _backend(self, ctx) -> str:
+    choice = _cfg(ctx.config).get('resize_backend') or 'auto'
+    if choice == 'auto':
+      return 'host' if jax.default_backend() == 'cpu' else 'device'
+    return choice
 
   def _decoders(self, ctx) -> tuple[list[str], dict[str, str]]:
     wanted = _names(_cfg(ctx.config), 'decoders', systematic.DECODERS)
@@ -215,9 +240,9 @@ class SystematicSuite(base.Suite):
     keep = len(ids) <= _DECODE_CACHE_IMAGES
     if self._decoded_from is not ctx.dataset:
       self._decoded, self._decoded_from = {}, ctx.dataset
+      self._resized = {}
 
-    def load(chunk):
-      chunk = [int(i) for i in chunk]
+    def decode(chunk):
       todo = [i for i in chunk if (decoder, i) not in self._decoded]
       got = {}
       if todo:
@@ -225,8 +250,16 @@ class SystematicSuite(base.Suite):
             [ctx.dataset.jpeg_bytes(i) for i in todo], decoder=decoder)))
       if keep:
         self._decoded.update(((decoder, i), im) for i, im in got.items())
-      images = [got[i] if i in got else self._decoded[(decoder, i)]
-                for i in chunk]
+      return [got[i] if i in got else self._decoded[(decoder, i)]
+              for i in chunk]
+
+    if self._backend(ctx) == 'host':
+      yield from self._host_batches(ctx, ids, decoder, methods, proto, decode)
+      return
+
+    def load(chunk):
+      chunk = [int(i) for i in chunk]
+      images = decode(chunk)
       stash['ok'] = [im is not None for im in images]
       images = [blank if im is None else im for im in images]
       stash['sizes'] = [im.shape[:2] for im in images]
@@ -249,6 +282,48 @@ class SystematicSuite(base.Suite):
       arrays = hb.as_dict()
       arrays.update(extra)
       yield _ResizedBatch(resize(mesh_lib.to_global(ctx.mesh, arrays)))
+
+  def _host_batches(self, ctx, ids, decoder, methods, proto,
+                    decode) -> Iterator[Any]:
+    """Batches resized and cropped by the libraries on the host."""
+    out = proto.crop or proto.resize_to
+    geometry = tuple(sorted(proto.params().items()))
+    keep = (len(ids) * len(methods) * out * out * 3 <= _RESIZED_CACHE_BYTES)
+    stash = {}
+
+    def load(chunk):
+      chunk = [int(i) for i in chunk]
+      todo = [i for i in chunk if any(
+          (decoder, m, geometry, i) not in self._resized for m in methods)]
+      images = dict(zip(todo, decode(todo)))
+      bad = {i for i, im in images.items() if im is None}
+      ok = [im for im in images.values() if im is not None]
+      fresh = {}
+      if ok:
+        fresh = dict(zip([i for i in todo if i not in bad],
+                         host_resize.resize_stack(ok, proto.size, methods,
+                                                  crop=proto.crop_box)))
+      stack = np.zeros((len(chunk), len(methods), out, out, 3), np.uint8)
+      for row, i in enumerate(chunk):
+        if i in bad:
+          continue
+        for j, m in enumerate(methods):
+          key = (decoder, m, geometry, i)
+          if i in fresh:
+            stack[row, j] = fresh[i][j]
+            if keep:
+              self._resized[key] = fresh[i][j]
+          else:
+            stack[row, j] = self._resized[key]
+      stash['ok'] = [i not in bad for i in chunk]
+      return stack
+
+    for hb in ctx.batches(ids=ids, load=load):
+      arrays = hb.as_dict()
+      ok = np.zeros(len(hb.mask), bool)
+      ok[:len(stash['ok'])] = stash['ok']
+      arrays['ok'] = ok
+      yield _ResizedBatch(mesh_lib.to_global(ctx.mesh, arrays))
 
   def run(self, ctx, model, cells) -> Iterator[tuple[base.Cell, dict]]:
     proto = self._protocol(ctx, model)
@@ -274,4 +349,5 @@ class SystematicSuite(base.Suite):
             'decode_failures': int(round(s['decode_failed'])),
             'decoder_library': libs[decoder],
             'skipped_decoders': dict(skipped),
+            'resize_backend': self._backend(ctx),
         }
