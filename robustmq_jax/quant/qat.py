@@ -30,6 +30,7 @@ pass reads each layer's final scales (and DoReFa's normalised kernels) out
 of the same code that trained them.
 """
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -227,10 +228,135 @@ def _strip(params: dict[str, Any], learned: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
+@dataclasses.dataclass
+class QatSetup:
+  """A model ready for QAT: its plan, initial scales and QAT module.
+
+  Attributes:
+    plan: Role path -> LayerQuant (signs from calibration).
+    scales: the calibrated initial scales (Role path -> {'lhs', 'rhs'});
+      LSQ steps and PACT alphas start from them, 8-bit PACT / DoReFa
+      activations keep them.
+    pairs: the conv -> BatchNorm pairs folded (empty without bn_fold).
+    module: the model with `QatOps` (fake quantization, learned scales).
+    learned: the QAT parameters (LSQ steps, PACT alphas) as a params
+      subtree, at their initial values.
+  """
+  plan: plan_lib.Plan
+  scales: dict[str, dict[str, np.ndarray]]
+  pairs: list[bnfold.ConvBn]
+  module: nn.Module
+  learned: dict[str, Any]
+
+  def initial_variables(self, float_variables: dict[str, Any]
+                        ) -> dict[str, Any]:
+    """The float variables with the QAT parameters added to 'params'."""
+    variables = dict(float_variables)
+    variables['params'] = _merge(float_variables['params'], self.learned)
+    return variables
+
+
+def bn_pairs(module_fn, spec: QuantSpec, image_size: int
+             ) -> list[bnfold.ConvBn]:
+  """The conv -> BatchNorm pairs QAT folds (none without spec.bn_fold)."""
+  if not spec.bn_fold:
+    return []
+  return bnfold.conv_bn_pairs(module_fn(FLOAT_OPS), image_size)
+
+
+def calibrate(module_fn, float_variables, images, spec: QuantSpec, *,
+              seed: int = 0) -> tuple[plan_lib.Plan, dict[str, Any]]:
+  """The plan and initial scales of QAT (calibration of the folded model).
+
+  `images` may be lazy (`robustmq_jax.data.lazy_arrays`): calibration
+  reads only the `num_calib_batches * calib_batch_size` images it draws.
+  """
+  pairs = bn_pairs(module_fn, spec, images[:1].shape[1])
+  cal = calibration.calibrate(
+      module_fn, bnfold.fold_batchnorm(float_variables, pairs), images, spec,
+      seed=seed, weight_calibration='mse' if spec.method == 'lsq' else None)
+  return cal.plan, cal.scales
+
+
+def setup(module_fn, spec: QuantSpec, plan: plan_lib.Plan,
+          scales: dict[str, dict[str, Any]], image_size: int) -> QatSetup:
+  """The QAT module of a calibrated plan (also after a restart)."""
+  pairs = bn_pairs(module_fn, spec, image_size)
+  folds = {p.conv: (p.bn, p.epsilon) for p in pairs}
+  module = module_fn(QatOps(plan, spec.method, scales, folds))
+  return QatSetup(plan, scales, pairs, module,
+                  learned_params(plan, spec.method, scales))
+
+
+def recipe(spec: QuantSpec) -> training.Recipe:
+  """`spec.qat` as the optimiser recipe of `training`."""
+  r = spec.qat
+  return training.Recipe(
+      steps=r.steps, batch_size=r.batch_size, learning_rate=r.learning_rate,
+      warmup_steps=r.warmup_steps, weight_decay=r.weight_decay,
+      optimizer=r.optimizer, label_smoothing=r.label_smoothing,
+      pad_crop=r.pad_crop)
+
+
+def export(qs: QatSetup, variables: dict[str, Any], image_size: int
+           ) -> dict[str, Any]:
+  """Trained QAT variables -> the quantized model's variables.
+
+  Reads each layer's final scales (and DoReFa's normalised kernels) from
+  the code that trained them, folds BatchNorm when it was folded, snaps
+  every quantized kernel to its grid and adds the 'quant' collection.
+  """
+  from robustmq_jax.quant import pipeline  # pylint: disable=g-import-not-at-top
+  variables = pipeline.to_numpy(variables)
+  # No exported value depends on the input (scales and kernels only).
+  x = np.zeros((1, image_size, image_size, 3), np.float32)
+  _, state = jax.jit(lambda v, z: qs.module.apply(
+      v, z, train=False, mutable=[EXPORT]))(variables, x)
+  exported = pipeline.to_numpy(state[EXPORT])
+  params = _strip(variables['params'], qs.learned)
+  scales = {}
+  for path, layer in qs.plan.items():
+    if not layer.quantized:
+      continue
+    node = exported
+    for p in plan_lib.scale_module_path(layer).split('/'):
+      node = node[p]
+    scales[path] = {side: np.asarray(node[f'{side}_scale'][0], np.float32)
+                    for side in ('lhs', 'rhs') if f'{side}_scale' in node}
+    if 'kernel' in node:
+      pnode = params
+      for p in path.split('/'):
+        pnode = pnode[p]
+      pnode['kernel'] = np.asarray(node['kernel'][0], np.float32)
+  out = {k: v for k, v in variables.items() if k != 'params'}
+  if qs.pairs:  # Exported kernels of quantized convs are already folded.
+    out = bnfold.fold_batchnorm(
+        dict(out, params=params), qs.pairs,
+        folded_kernels={p for p, l in qs.plan.items() if l.rhs is not None})
+    params = out.pop('params')
+  out['params'] = pipeline.snap_kernels(qs.plan, params, scales)
+  out[plan_lib.QUANT_COLLECTION] = pipeline.quant_collection(qs.plan, scales)
+  return out
+
+
+def meta(spec: QuantSpec, qs: QatSetup, seconds: float,
+         loss_start: float | None, loss_end: float | None) -> dict[str, Any]:
+  """quant.json's provenance of a QAT model."""
+  out = {'method': spec.method, 'calibration': spec.calibration,
+         'qat_steps': spec.qat.steps, 'qat_seconds': round(seconds, 1),
+         'qat_loss_start': loss_start, 'qat_loss_end': loss_end}
+  if qs.pairs:
+    out['bn_folded'] = len(qs.pairs)
+  return out
+
+
 def quantization_aware_training(module_fn, float_variables, images, labels,
                                 spec: QuantSpec, *, seed: int = 0, mesh=None,
                                 penalty: training.Penalty | None = None):
   """Calibrates, fine-tunes with `spec.qat` and exports to static scales.
+
+  In memory, in one call (the main job's cached QAT and the defenses);
+  `robustmq_jax.train` runs the same steps over a stream, with checkpoints.
 
   Args:
     module_fn: ops -> model.
@@ -247,68 +373,25 @@ def quantization_aware_training(module_fn, float_variables, images, labels,
     (plan, variables, meta): variables hold the snapped kernels, BatchNorm
     statistics and the 'quant' scales.
   """
-  from robustmq_jax.quant import pipeline  # pylint: disable=g-import-not-at-top
   if labels is None:
     raise ValueError('QAT needs labels')
-  pairs = (bnfold.conv_bn_pairs(module_fn(FLOAT_OPS), images.shape[1])
-           if spec.bn_fold else [])
-  # Initial scales of the model QAT evaluates: the folded one.
-  cal = calibration.calibrate(
-      module_fn, bnfold.fold_batchnorm(float_variables, pairs), images, spec,
-      seed=seed, weight_calibration='mse' if spec.method == 'lsq' else None)
-  plan = cal.plan
-  learned = learned_params(plan, spec.method, cal.scales)
-  folds = {p.conv: (p.bn, p.epsilon) for p in pairs}
-  module = module_fn(QatOps(plan, spec.method, cal.scales, folds))
-  variables = dict(float_variables)
-  variables['params'] = _merge(float_variables['params'], learned)
+  size = images[:1].shape[1]
+  plan, scales = calibrate(module_fn, float_variables, images, spec,
+                           seed=seed)
+  qs = setup(module_fn, spec, plan, scales, size)
+  variables = qs.initial_variables(float_variables)
   r = spec.qat
-  recipe = training.Recipe(
-      steps=r.steps, batch_size=r.batch_size, learning_rate=r.learning_rate,
-      warmup_steps=r.warmup_steps, weight_decay=r.weight_decay,
-      optimizer=r.optimizer, label_smoothing=r.label_smoothing,
-      pad_crop=r.pad_crop)
   start = time.perf_counter()
   losses = []
   if r.steps:
-    variables, losses = training.fit(module, variables, images, labels,
-                                     recipe, key=jax.random.key(seed),
+    variables, losses = training.fit(qs.module, variables, images, labels,
+                                     recipe(spec), key=jax.random.key(seed),
                                      mesh=mesh, penalty=penalty,
                                      log_every=max(1, r.steps // 5))
   seconds = time.perf_counter() - start
-  variables = pipeline.to_numpy(variables)
-  x = images[:1].astype(np.float32) / 255.0
-  _, state = jax.jit(lambda v, z: module.apply(
-      v, z, train=False, mutable=[EXPORT]))(variables, x)
-  exported = pipeline.to_numpy(state[EXPORT])
-  params = _strip(variables['params'], learned)
-  scales = {}
-  for path, layer in plan.items():
-    if not layer.quantized:
-      continue
-    node = exported
-    for p in plan_lib.scale_module_path(layer).split('/'):
-      node = node[p]
-    scales[path] = {side: np.asarray(node[f'{side}_scale'][0], np.float32)
-                    for side in ('lhs', 'rhs') if f'{side}_scale' in node}
-    if 'kernel' in node:
-      pnode = params
-      for p in path.split('/'):
-        pnode = pnode[p]
-      pnode['kernel'] = np.asarray(node['kernel'][0], np.float32)
-  out = {k: v for k, v in variables.items() if k != 'params'}
-  if pairs:  # Exported kernels of quantized convs are already folded.
-    out = bnfold.fold_batchnorm(
-        dict(out, params=params), pairs,
-        folded_kernels={p for p, l in plan.items() if l.rhs is not None})
-    params = out.pop('params')
-  out['params'] = pipeline.snap_kernels(plan, params, scales)
-  out[plan_lib.QUANT_COLLECTION] = pipeline.quant_collection(plan, scales)
+  out = export(qs, variables, size)
   n = max(1, min(20, len(losses) // 5))
-  meta = {'method': spec.method, 'calibration': spec.calibration,
-          'qat_steps': r.steps, 'qat_seconds': round(seconds, 1),
-          'qat_loss_start': float(np.mean(losses[:n])) if losses else None,
-          'qat_loss_end': float(np.mean(losses[-n:])) if losses else None}
-  if pairs:
-    meta['bn_folded'] = len(pairs)
-  return plan, out, meta
+  return plan, out, meta(
+      spec, qs, seconds,
+      float(np.mean(losses[:n])) if losses else None,
+      float(np.mean(losses[-n:])) if losses else None)

@@ -1,9 +1,12 @@
-"""A small supervised training loop (sample checkpoints, QAT, defenses).
+"""Supervised training of a classifier: recipe, loss, the step and `fit`.
 
-`fit` trains any Flax classifier on in-memory uint8 images with optax,
-data-parallel over the one mesh. Hooks let callers add a regulariser
-(Defensive Quantization's orthogonality penalty) or replace the inputs
-(PGD adversarial training) without copying the loop.
+`make_train_step` is the one optimiser step (augmentation, loss, update);
+`fit` runs it over in-memory uint8 images, data-parallel over the one mesh
+(sample checkpoints, the main job's QAT, the defenses), and the QAT job
+(`robustmq_jax.train`) runs it over a streaming input with checkpoints.
+Hooks let callers add a regulariser (Defensive Quantization's orthogonality
+penalty) or replace the inputs (PGD adversarial training) without copying
+the step.
 """
 
 import dataclasses
@@ -23,6 +26,10 @@ from robustmq_jax.evaluation import mesh as mesh_lib
 Penalty = Callable[[Any], jax.Array]
 # perturb(key, logits_fn, images, labels) -> images (e.g. PGD).
 Perturb = Callable[[jax.Array, Callable, jax.Array, jax.Array], jax.Array]
+# step(variables, opt_state, images, labels, key) -> (variables, opt_state,
+# loss); see `make_train_step`.
+TrainStep = Callable[[Any, Any, jax.Array, jax.Array, jax.Array],
+                     tuple[Any, Any, jax.Array]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,13 +87,61 @@ def _augment(key: jax.Array, images: jax.Array, pad: int) -> jax.Array:
   return jax.vmap(crop)(padded, offs)
 
 
+def make_train_step(module: nn.Module, recipe: Recipe,
+                    tx: optax.GradientTransformation, *,
+                    penalty: Penalty | None = None,
+                    perturb: Perturb | None = None,
+                    trainable: str = 'params') -> TrainStep:
+  """One optimiser step, a pure function (not jitted; callers jit it).
+
+  ``step(variables, opt_state, images, labels, key) -> (variables,
+  opt_state, loss)``: uint8 NHWC images, int32 labels; `key` drives the
+  random crop (`recipe.pad_crop`) and `perturb`. BatchNorm runs on batch
+  statistics and its running statistics are updated (when the variables
+  hold 'batch_stats'). The loss is the batch mean; under a global-view jit
+  over a data-parallel mesh the batch is the global batch, so the result
+  does not depend on the device count.
+  """
+
+  def loss_fn(train_vars, other, x, y):
+    v = dict(other, **{trainable: train_vars})
+    if 'batch_stats' in v:
+      logits, new = module.apply(v, x, train=True, mutable=['batch_stats'])
+    else:
+      logits, new = module.apply(v, x, train=True), {}
+    loss = cross_entropy(logits, y, recipe.label_smoothing)
+    if penalty is not None:
+      loss = loss + penalty(train_vars)
+    return loss, new
+
+  def step(variables, opt_state, x, y, k):
+    k_aug, k_adv = jax.random.split(k)
+    x = _augment(k_aug, x.astype(jnp.float32) / 255.0, recipe.pad_crop)
+    if perturb is not None:
+      x = perturb(k_adv, lambda z: module.apply(variables, z, train=False),
+                  x, y)
+    other = {c: v for c, v in variables.items() if c != trainable}
+    (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        variables[trainable], other, x, y)
+    updates, opt_state = tx.update(grads, opt_state, variables[trainable])
+    variables = dict(variables, **new)
+    variables[trainable] = optax.apply_updates(variables[trainable], updates)
+    return variables, opt_state, loss
+
+  return step
+
+
 def fit(module: nn.Module, variables: Any, images: np.ndarray,
         labels: np.ndarray, recipe: Recipe, *, key: jax.Array,
         mesh: jax.sharding.Mesh | None = None,
         penalty: Penalty | None = None, perturb: Perturb | None = None,
         trainable: str = 'params', log_every: int = 100
         ) -> tuple[Any, list[float]]:
-  """Trains `module` and returns (variables, per-step losses).
+  """Trains `module` on in-memory arrays; returns (variables, losses).
+
+  The whole run in one call, without checkpoints (sample models, the main
+  job's cached QAT, the defenses). `robustmq_jax.train` runs the same
+  `make_train_step` with a streaming input, orbax checkpoints and resume.
 
   Args:
     module: a classifier, `module.apply(variables, x, train=...)`.
@@ -110,36 +165,11 @@ def fit(module: nn.Module, variables: Any, images: np.ndarray,
   mesh = mesh or mesh_lib.make_mesh()
   tx = recipe.make_optimizer()
   variables = dict(variables)
-  has_bn = 'batch_stats' in variables
   opt_state = tx.init(variables[trainable])
   n_dev = mesh.devices.size
   batch = max(n_dev, recipe.batch_size - recipe.batch_size % n_dev)
-
-  def loss_fn(train_vars, other, x, y):
-    v = dict(other, **{trainable: train_vars})
-    if has_bn:
-      logits, new = module.apply(v, x, train=True, mutable=['batch_stats'])
-    else:
-      logits, new = module.apply(v, x, train=True), {}
-    loss = cross_entropy(logits, y, recipe.label_smoothing)
-    if penalty is not None:
-      loss = loss + penalty(train_vars)
-    return loss, new
-
-  @jax.jit
-  def step(variables, opt_state, x, y, k):
-    k_aug, k_adv = jax.random.split(k)
-    x = _augment(k_aug, x.astype(jnp.float32) / 255.0, recipe.pad_crop)
-    if perturb is not None:
-      x = perturb(k_adv, lambda z: module.apply(variables, z, train=False),
-                  x, y)
-    other = {c: v for c, v in variables.items() if c != trainable}
-    (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        variables[trainable], other, x, y)
-    updates, opt_state = tx.update(grads, opt_state, variables[trainable])
-    variables = dict(variables, **new)
-    variables[trainable] = optax.apply_updates(variables[trainable], updates)
-    return variables, opt_state, loss
+  step = jax.jit(make_train_step(module, recipe, tx, penalty=penalty,
+                                 perturb=perturb, trainable=trainable))
 
   rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1)))
   order = np.array([], np.int64)
