@@ -24,12 +24,12 @@ import numpy as np
 from robustmq_jax import checkpoints
 from robustmq_jax import data as data_lib
 from robustmq_jax import models as models_lib
+from robustmq_jax import precision as precision_lib
 from robustmq_jax import progress as progress_lib
 from robustmq_jax import quant
 from robustmq_jax import settings as settings_lib
 from robustmq_jax import suites as suites_lib
 from robustmq_jax.defenses import build as defense_build
-from robustmq_jax.defenses import settings as defense_settings
 from robustmq_jax.errors import UserError
 from robustmq_jax.evaluation import Evaluator
 from robustmq_jax.evaluation import make_mesh
@@ -87,7 +87,7 @@ def _float_model_under_test(name, module, variables, info):
 
 
 def _method(settings: Settings, precision: str) -> str:
-  return defense_settings.method_of(precision, settings.config.get('quant'))
+  return precision_lib.method_of(precision, settings.config.get('quant'))
 
 
 def _quant_recipe(settings: Settings, precision: str) -> dict[str, Any] | None:
@@ -307,17 +307,19 @@ def _quantized_model_under_test(settings: Settings, name, float_mut, float_spec,
       return data_lib.lazy_arrays(ds)
     return ds.arrays()
 
+  # A defense ('w4a4:dq') is built by robustmq_jax.defenses; a quantization
+  # method in the precision ('w4a4:pact') replaces config.quant.method.
+  defense = precision_lib.is_defense(precision)
+  base, qconfig = (precision, settings.config.get('quant')) if defense else (
+      precision_lib.quant_config(precision, settings.config.get('quant')))
   request = quant.QuantRequest(
       model_name=name, model_kwargs=float_spec.get('model_kwargs', {}),
       num_classes=float_spec['num_classes'],
-      float_variables=float_mut.variables, precision=precision,
-      qconfig=settings.config.get('quant'), train_arrays=train_arrays,
+      float_variables=float_mut.variables, precision=base,
+      qconfig=qconfig, train_arrays=train_arrays,
       cache_dir=os.path.join(cache_dir, 'quant'), mesh=mesh,
       seed=settings.seed)
-  # Precisions naming their method ('w4a4:dq') go through the defenses.
-  build = (defense_build.build if defense_settings.has_method(precision)
-           else quant.build)
-  fields = build(request)
+  fields = (defense_build.build if defense else quant.build)(request)
   fields.setdefault('method', _method(settings, precision))
   for k in ('variables', 'serve_variables'):
     if fields.get(k) is not None:

@@ -21,6 +21,7 @@ from robustmq_jax import config_fields
 from robustmq_jax import config_loading
 from robustmq_jax import data as data_lib
 from robustmq_jax import models as models_lib
+from robustmq_jax import precision as precision_lib
 from robustmq_jax import quant
 from robustmq_jax import suites as suites_lib
 from robustmq_jax.defenses import settings as defense_settings
@@ -30,7 +31,7 @@ from robustmq_jax.errors import UserError
 # The main fields, as `--help` lists them.
 FIELDS: Mapping[str, str] = {
     'models': 'model names, e.g. resnet18,vit_small_patch16_224',
-    'precisions': "fp32, wXaY (X, Y in 2..8), wXa16, 'w4a4:dq' (a method)",
+    'precisions': "fp32, wXaY (X, Y in 2..8), wXa16, 'w4a4:pact' (a method)",
     'suites': 'clean, adversarial, corruption, systematic (and more)',
     'data.source': 'sample | tfds:<name>[:<split>] | folder:<path>',
     'data.data_dir': 'TFDS data folder',
@@ -88,9 +89,9 @@ def from_config(config: ml_collections.ConfigDict | Settings) -> Settings:
       raise invalid('config.models', m, models_lib.list_models())
   precisions = config_fields.name_list(config, 'precisions')
   for p in precisions:
-    # 'w4a4' or with a method suffix ('w4a4:dq', 'fp32:adv'; see
-    # robustmq_jax/defenses/settings.py).
-    defense_settings.validate_precision(p, 'config.precisions')
+    # 'w4a4' or with a method suffix ('w4a4:pact', 'w4a4:dq', 'fp32:adv';
+    # see robustmq_jax/precision.py).
+    precision_lib.validate(p, 'config.precisions')
   suite_names = config_fields.name_list(config, 'suites')
   for s in suite_names:
     if s not in suites_lib.list_suites():
@@ -133,8 +134,7 @@ def from_config(config: ml_collections.ConfigDict | Settings) -> Settings:
           'scripts/train.py or scripts/convert_weights.py).')
   if any(p != quant.FLOAT_PRECISION for p in precisions):
     quant.validate_config(config.get('quant'))
-  if any(defense_settings.split_precision(p)[1] in defense_settings.METHODS
-         for p in precisions):
+  if any(precision_lib.is_defense(p) for p in precisions):
     defense_settings.validate_config(config.get('quant'))
   for s in suite_names:
     suites_lib.get_suite(s).validate(config)

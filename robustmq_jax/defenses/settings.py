@@ -1,11 +1,12 @@
 """Defense methods as quantization methods: names, config and validation.
 
-A precision may carry a method suffix, so one run compares methods at the
-same bits: ``'w4a4'`` uses ``config.quant.method``; ``'w4a4:lsq'`` names a
-quantization method explicitly; ``'w4a4:dq'`` and ``'w4a4:laaq'`` are the
-defenses; ``'fp32:adv'`` is the PGD adversarially fine-tuned float model
-(LAAQ's starting point) and ``'w4a4:adv_ptq'`` its plain post-training
-quantization (LAAQ's "uniform" baseline). Their hyper-parameters live in
+A precision may carry a method suffix (its grammar: `robustmq_jax.precision`),
+so one run compares methods at the same bits: ``'w4a4'`` uses
+``config.quant.method``; ``'w4a4:lsq'`` names a quantization method
+explicitly; ``'w4a4:dq'`` and ``'w4a4:laaq'`` are the defenses;
+``'fp32:adv'`` is the PGD adversarially fine-tuned float model (LAAQ's
+starting point) and ``'w4a4:adv_ptq'`` its plain post-training quantization
+(LAAQ's "uniform" baseline). Their hyper-parameters live in
 ``config.quant.dq``, ``config.quant.laaq`` and ``config.quant.adv``.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import ml_collections
 
+from robustmq_jax import precision as precision_lib
 from robustmq_jax import training
 from robustmq_jax.defenses.adversarial_training import AdvSettings
 from robustmq_jax.defenses.laaq import LIPSCHITZ_MODES
@@ -20,12 +22,11 @@ from robustmq_jax.defenses.laaq import PROPAGATIONS
 from robustmq_jax.defenses.laaq import Settings as LaaqSettings
 from robustmq_jax.defenses.orthogonality import FORMS
 from robustmq_jax.errors import invalid
-from robustmq_jax.errors import UserError
 from robustmq_jax.quant import spec as spec_lib
 
-METHODS = ('dq', 'laaq', 'adv', 'adv_ptq')
-FLOAT_ONLY = ('adv',)
-SEPARATOR = ':'
+METHODS = precision_lib.DEFENSE_METHODS
+FLOAT_ONLY = precision_lib.FLOAT_ONLY
+SEPARATOR = precision_lib.SEPARATOR
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -65,45 +66,16 @@ def default_config() -> ml_collections.ConfigDict:
   })
 
 
-def split_precision(precision: str) -> tuple[str, str | None]:
-  """'w4a4:dq' -> ('w4a4', 'dq'); 'w4a4' -> ('w4a4', None)."""
-  if isinstance(precision, str) and SEPARATOR in precision:
-    base, method = precision.split(SEPARATOR, 1)
-    return base, method
-  return precision, None
+# The precision grammar lives in robustmq_jax/precision.py (shared by the
+# settings and the runner); these names stay for the defenses' callers.
+split_precision = precision_lib.split
+validate_precision = precision_lib.validate
+method_of = precision_lib.method_of
 
 
 def has_method(precision: str) -> bool:
-  """True when the precision names its method (routed to `build`)."""
+  """True when the precision names its method ('w4a4:dq', 'w4a4:lsq')."""
   return split_precision(precision)[1] is not None
-
-
-def validate_precision(precision: str, field: str = 'config.precisions'
-                       ) -> None:
-  """UserError unless `precision` is a quant precision with a valid suffix."""
-  base, method = split_precision(precision)
-  spec_lib.parse_precision(base, field)
-  if method is None:
-    return
-  allowed = spec_lib.METHODS + METHODS
-  if method not in allowed:
-    raise invalid(f'{field} method suffix of {precision!r}', method, allowed)
-  is_float = base == spec_lib.FLOAT_PRECISION
-  if is_float != (method in FLOAT_ONLY):
-    raise UserError(
-        f'{field} contains {precision!r}: method {method!r} '
-        + ('needs bit widths, e.g. "w4a4:' + method + '"' if is_float else
-           'is a float model; write "fp32:' + method + '"') + '.')
-
-
-def method_of(precision: str, qconfig: Any) -> str:
-  """The method of a precision: its suffix, else ``config.quant.method``."""
-  base, method = split_precision(precision)
-  if method is not None:
-    return method
-  if base == spec_lib.FLOAT_PRECISION:
-    return 'float'
-  return str((qconfig or {}).get('method', 'ptq'))
 
 
 def _section(qconfig, name):

@@ -92,10 +92,15 @@ _NEEDS = {
 
 # ------------------------------------------------------------ row selection
 def bits_of(precision: str) -> int | None:
-  """Weight bits of 'w4a4' (None for fp32 and suffixed precisions)."""
-  if ':' in precision or not precision.startswith('w'):
+  """Weight bits of 'w4a4' or 'w4a4:pact' (None for fp32 and defenses).
+
+  A quantization-method suffix ('w4a4:pact', as configs/robustmq.py writes
+  its grid) is a row of that method; defense suffixes ('w4a4:dq') are not.
+  """
+  base, _, suffix = precision.partition(':')
+  if (suffix and suffix not in QUANT_METHODS) or not base.startswith('w'):
     return None
-  digits = ''.join(c if c.isdigit() else ' ' for c in precision).split()
+  digits = ''.join(c if c.isdigit() else ' ' for c in base).split()
   return int(digits[0]) if digits else None
 
 

@@ -24,6 +24,7 @@ from robustmq_jax.reporting import findings
 from robustmq_jax.reporting import findings_text
 from robustmq_jax.reporting import format as fmt
 from robustmq_jax.reporting import html
+from robustmq_jax.reporting import paper_tables
 from robustmq_jax.reporting import plots
 from robustmq_jax.reporting import systematic
 from robustmq_jax.reporting.format import params_str
@@ -85,8 +86,9 @@ def suite_table(rows: Sequence[Mapping[str, Any]]) -> fmt.Table:
 def sections(rows: Sequence[Mapping[str, Any]]) -> list[fmt.Section]:
   """The result sections, in report order (empty ones left out)."""
   out = []
-  for module in (clean, adversarial, corruption, systematic, defenses,
-                 amplification):
+  # The paper's one-table-per-architecture summary first, then the detail.
+  for module in (paper_tables, clean, adversarial, corruption, systematic,
+                 defenses, amplification):
     try:
       s = module.section(rows)
     except Exception as e:  # pylint: disable=broad-except
