@@ -57,6 +57,10 @@ _register('resnet18_cifar', 'resnet', 32,
           _resnet((2, 2, 2, 2), 'basic', stem='cifar'))
 _register('resnet20_cifar', 'resnet', 32,
           _resnet((3, 3, 3), 'basic', widths=(16, 32, 64), stem='cifar'))
+# ResNet-50's 32x32 twin (configs/robustmq.py:sample): He et al.'s CIFAR
+# bottleneck ResNet, 9 * 3 + 2 = 29 layers, about ResNet-20's cost.
+_register('resnet29_bottleneck_cifar', 'resnet', 32,
+          _resnet((3, 3, 3), 'bottleneck', widths=(16, 32, 64), stem='cifar'))
 _register('vit_tiny_patch16_224', 'vit', 224, _vit(16, 192, 12, 3, 768))
 _register('vit_small_patch16_224', 'vit', 224, _vit(16, 384, 12, 6, 1536))
 _register('vit_base_patch16_224', 'vit', 224, _vit(16, 768, 12, 12, 3072))
