@@ -23,6 +23,7 @@ import numpy as np
 
 from robustmq_jax import checkpoints
 from robustmq_jax import data as data_lib
+from robustmq_jax import grid_shard
 from robustmq_jax import models as models_lib
 from robustmq_jax import precision as precision_lib
 from robustmq_jax import progress as progress_lib
@@ -141,10 +142,32 @@ def _plan(settings: Settings, suites, store: ResultStore, contexts,
       for suite in suites:
         for cell in suite.cells(ctx, stub):
           work.append((suite, cell, _row_key(ctx, stub, suite, cell, weights)))
-      todo = _broadcast_todo(
-          np.asarray([not store.has(k) for _, _, k in work], np.int32))
-      blocks.append(_Block(name, precision, ctx, weights, work, todo))
+      blocks.append(_Block(name, precision, ctx, weights, work, None))
+  if settings.grid_shard:
+    blocks = _shard(blocks, *settings.grid_shard)
+  for b in blocks:
+    b.todo = _broadcast_todo(
+        np.asarray([not store.has(k) for _, _, k in b.work], np.int32))
   return blocks
+
+
+def _shard(blocks: list[_Block], index: int, count: int) -> list[_Block]:
+  """The blocks with only shard `index` of `count`'s cells (grid_shard.py)."""
+  cells, setup = [], {}
+  for b in blocks:
+    size = b.ctx.dataset.image_size
+    for suite, _, key in b.work:
+      group = (b.name, b.precision, suite.name)
+      setup[group] = grid_shard.group_setup_cost(b.name, b.precision, size)
+      cells.append((group, grid_shard.cell_cost(
+          b.name, b.precision, suite.name, key['noise'], key['params'],
+          key['n'], image_size=size)))
+  keep = iter(grid_shard.select(cells, index, count, setup))
+  for b in blocks:
+    b.work = [w for w in b.work if next(keep)]
+  logging.info('grid shard %d/%d: %d of %d cells', index, count,
+               sum(len(b.work) for b in blocks), len(cells))
+  return [b for b in blocks if b.work]
 
 
 def run(config: ml_collections.ConfigDict | Settings,

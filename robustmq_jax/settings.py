@@ -20,6 +20,7 @@ import ml_collections
 from robustmq_jax import config_fields
 from robustmq_jax import config_loading
 from robustmq_jax import data as data_lib
+from robustmq_jax import grid_shard as grid_shard_lib
 from robustmq_jax import models as models_lib
 from robustmq_jax import precision as precision_lib
 from robustmq_jax import quant
@@ -39,6 +40,7 @@ FIELDS: Mapping[str, str] = {
     'data.num_examples': 'examples evaluated (0 = all)',
     'batch_size': 'global batch (a multiple of the device count)',
     'seed': 'seed of every random choice',
+    'grid_shard': "'I/N': run shard I of N of the grid ('' = all)",
     'checkpoints.<model>': 'float checkpoint folder of <model>',
     'quant.*, adversarial.*, corruption.*, systematic.*':
         'per-part settings, documented in their modules',
@@ -66,6 +68,8 @@ class Settings:
   checkpoints: Mapping[str, str]
   checkpoint_hint: str
   config: ml_collections.FrozenConfigDict
+  # (I, N): this job runs shard I (1-based) of N of the grid; None = all.
+  grid_shard: tuple[int, int] | None = None
 
   def suite_objects(self) -> list[suites_lib.Suite]:
     return [suites_lib.get_suite(s) for s in self.suites]
@@ -101,6 +105,7 @@ def from_config(config: ml_collections.ConfigDict | Settings) -> Settings:
   batch_size = config_fields.check_int(config, 'batch_size', minimum=1,
                                        multiple_of=jax.device_count())
   seed = config_fields.check_int(config, 'seed', minimum=0)
+  grid_shard = grid_shard_lib.parse(config.get('grid_shard', ''))
   log_every_s = config_fields.check_number(
       ml_collections.ConfigDict({'log_every_s': config.get('log_every_s',
                                                            10.0)}),
@@ -145,7 +150,7 @@ def from_config(config: ml_collections.ConfigDict | Settings) -> Settings:
       batch_size=batch_size, seed=seed, log_every_s=log_every_s,
       checkpoints=types.MappingProxyType(dict(checkpoints)),
       checkpoint_hint=str(config.get('checkpoint_hint') or ''),
-      config=ml_collections.FrozenConfigDict(config))
+      config=ml_collections.FrozenConfigDict(config), grid_shard=grid_shard)
 
 
 def _is_source(text: str) -> bool:

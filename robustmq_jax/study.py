@@ -60,6 +60,7 @@ def study_config(arg: str | None, *, imagenet_model: str, sample_model: str,
   c.batch_size = 64 if sample else 128
   c.seed = 0
   c.log_every_s = 10.0
+  c.grid_shard = ''  # 'I/N': one job's share (robustmq_jax/grid_shard.py).
   c.checkpoints = ml_collections.ConfigDict({
       model: (f'checkpoints/sample/{model}/fp32' if sample
               else f'checkpoints/imagenet/{model}/fp32')})

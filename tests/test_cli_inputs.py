@@ -35,6 +35,7 @@ BAD = [
     (['--config.seed=-1'], 'config.seed=-1'),
     (['--config.data.num_examples=-5'], 'config.data.num_examples=-5'),
     (['--config.log_every_s=-1'], 'config.log_every_s=-1'),
+    (['--config.grid_shard=3/2'], "config.grid_shard='3/2'"),
     (['--config.models=resnet1000'], "config.models='resnet1000'"),
     (['--config.models=,'], 'at least one name'),
     (['--config.precisions=w9a9'], 'w9a9'),

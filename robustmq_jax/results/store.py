@@ -12,13 +12,21 @@ Rows are appended and fsync'ed one at a time by process 0, so a killed run
 loses at most the cell it was computing; a torn last line (killed mid-write)
 is dropped and truncated on the next start, and unreadable lines elsewhere
 are moved to results.corrupt.jsonl (their cells are then recomputed).
+
+A workdir on an object store (gs://, through etils.epath; files.py) cannot be
+appended to: there the whole file is rewritten, at most every
+`sync_every_s` seconds and on `flush()` (the runner flushes at the end of a
+run and when it stops), so a killed run loses at most that much.
 """
 
 import json
 import os
-from typing import Any, Iterable, Mapping
+import time
+from typing import Any, Iterable, Mapping, Sequence
 
 from absl import logging
+
+from robustmq_jax.results import files
 
 CELL_FIELDS = ('dataset', 'model', 'precision', 'method', 'suite', 'noise',
                'params', 'seed', 'n')
@@ -72,60 +80,85 @@ def _parse(line: bytes) -> dict[str, Any] | None:
   return row if isinstance(row, dict) else None
 
 
-def read_rows(path: str) -> list[dict[str, Any]]:
+def read_rows(path: files.PathLike) -> list[dict[str, Any]]:
   """All readable complete rows of a results file (torn last line ignored)."""
   rows = []
-  if not os.path.exists(path):
+  path = files.path(path)
+  if not path.exists():
     return rows
-  with open(path, 'rb') as f:
-    for line in f:
-      if not line.endswith(b'\n'):
-        break  # Torn write from a killed run.
-      row = _parse(line)
-      if row is not None:
-        rows.append(row)
+  for line in path.read_bytes().splitlines(keepends=True):
+    if not line.endswith(b'\n'):
+      break  # Torn write from a killed run.
+    row = _parse(line)
+    if row is not None:
+      rows.append(row)
   return rows
 
 
-class ResultStore:
-  """The workdir's results file. Only the writer process appends."""
+def merge(row_lists: Sequence[Iterable[Mapping[str, Any]]]
+          ) -> list[dict[str, Any]]:
+  """The rows of several workdirs as one list, each full key once.
 
-  def __init__(self, workdir: str, *, writer: bool = True):
-    self.path = os.path.join(workdir, RESULTS_FILE)
+  Workdirs of one study split with `config.grid_shard` hold disjoint cells;
+  a row stored in several (the same cell, weights and data) is kept once,
+  from the first list that has it. Order: the lists one after another.
+  """
+  seen, out = set(), []
+  for rows in row_lists:
+    for r in rows:
+      k = cell_key(r)
+      if k not in seen:
+        seen.add(k)
+        out.append(dict(r))
+  return out
+
+
+def _line(row: Mapping[str, Any]) -> str:
+  return json.dumps(row, sort_keys=True, default=_jsonable) + '\n'
+
+
+class ResultStore:
+  """The workdir's results file. Only the writer process appends.
+
+  `workdir` is a local folder or an epath location (gs://...); see the
+  module docstring for how rows reach an object store.
+  """
+
+  def __init__(self, workdir: files.PathLike, *, writer: bool = True,
+               sync_every_s: float = 60.0):
+    self.path = files.path(workdir) / RESULTS_FILE
     self.writer = writer
+    self.local = files.is_local(self.path)
+    self.sync_every_s = sync_every_s
+    self._unsynced = False
+    self._synced_at = time.monotonic()
     if writer:
-      os.makedirs(workdir, exist_ok=True)
+      self.path.parent.mkdir(parents=True, exist_ok=True)
       self._repair()
     self.rows = read_rows(self.path)
     self._keys = {cell_key(r) for r in self.rows}
+    self._lines = [_line(r) for r in self.rows] if not self.local else None
 
   def _repair(self) -> None:
     """Drops a torn last line; moves unreadable lines to CORRUPT_FILE."""
-    if not os.path.exists(self.path):
+    if not self.path.exists():
       return
-    with open(self.path, 'rb') as f:
-      data = f.read()
-    if data and not data.endswith(b'\n'):
+    data = self.path.read_bytes()
+    torn = bool(data) and not data.endswith(b'\n')
+    if torn:
       data = data[:data.rfind(b'\n') + 1]  # Torn write from a killed run.
-      with open(self.path, 'rb+') as f:
-        f.truncate(len(data))
     lines = data.splitlines(keepends=True)
     bad = [l for l in lines if l.strip() and _parse(l) is None]
-    if not bad:
-      return
-    corrupt = os.path.join(os.path.dirname(self.path), CORRUPT_FILE)
-    with open(corrupt, 'ab') as f:
-      f.writelines(bad)
-      f.flush()
-      os.fsync(f.fileno())
-    tmp = self.path + '.tmp'
-    with open(tmp, 'wb') as f:
-      f.writelines(l for l in lines if l.strip() and _parse(l) is not None)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, self.path)
-    logging.warning('%s: %d unreadable line(s) moved to %s; their cells '
-                    'will be recomputed.', self.path, len(bad), corrupt)
+    if bad:
+      corrupt = self.path.parent / CORRUPT_FILE
+      before = corrupt.read_bytes() if corrupt.exists() else b''
+      files.write_atomic(corrupt, before + b''.join(bad))
+      data = b''.join(l for l in lines if l.strip() and _parse(l) is not None)
+    if torn or bad:
+      files.write_atomic(self.path, data)
+    if bad:
+      logging.warning('%s: %d unreadable line(s) moved to %s; their cells '
+                      'will be recomputed.', self.path, len(bad), corrupt)
 
   def has(self, key: Mapping[str, Any]) -> bool:
     return cell_key(key) in self._keys
@@ -139,7 +172,13 @@ class ResultStore:
     self.rows.append(dict(row))
     if not self.writer:
       return
-    line = json.dumps(row, sort_keys=True, default=_jsonable) + '\n'
+    line = _line(row)
+    if not self.local:
+      self._lines.append(line)
+      self._unsynced = True
+      if time.monotonic() - self._synced_at >= self.sync_every_s:
+        self.flush()
+      return
     with open(self.path, 'a') as f:
       f.write(line)
       f.flush()
@@ -148,6 +187,13 @@ class ResultStore:
   def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
     for r in rows:
       self.append(r)
+
+  def flush(self) -> None:
+    """Writes rows not yet on an object store (a no-op for local files)."""
+    if self.writer and self._unsynced:
+      files.write_atomic(self.path, ''.join(self._lines))
+      self._unsynced = False
+      self._synced_at = time.monotonic()
 
 
 def _jsonable(x):
