@@ -37,6 +37,7 @@ from robustmq_jax.evaluation import make_mesh
 from robustmq_jax.evaluation import replicate
 from robustmq_jax.results import latest
 from robustmq_jax.results import provenance
+from robustmq_jax.results import files
 from robustmq_jax.results import ResultStore
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,8 +48,8 @@ validate = settings_lib.from_config
 
 
 def resolve_path(path: str) -> str:
-  """A path as given, else relative to the repository root."""
-  if os.path.isabs(path) or os.path.exists(path):
+  """A path as given (or gs://...), else relative to the repository root."""
+  if not files.is_local(path) or os.path.isabs(path) or os.path.exists(path):
     return path
   return os.path.join(REPO_ROOT, path)
 
@@ -57,7 +58,7 @@ def checkpoint_folder(settings: Settings, name: str) -> str:
   """The float checkpoint folder of `name`; UserError if it is missing."""
   given = settings.checkpoints[name]
   path = resolve_path(given)
-  if not os.path.isdir(path):
+  if not files.path(path).is_dir():
     hint = settings.checkpoint_hint or (
         'convert pretrained weights with `python scripts/convert_weights.py '
         '--family {torchvision,timm,big_vision} --arch ARCH --input FILE '
@@ -221,10 +222,12 @@ def run(config: ml_collections.ConfigDict | Settings,
              cache_dir, writer)
   finally:
     bar.close()
+    store.flush()  # Rows not yet on an object store (gs://).
     _release(suites, evaluator, model_done=True)
   if writer:
     from robustmq_jax import reporting  # pylint: disable=g-import-not-at-top
-    report = reporting.write_report(workdir, store.rows)
+    with files.local_folder(workdir) as out:  # Copied to gs:// at the end.
+      report = reporting.write_report(out, store.rows)
     _print_end(workdir, report, bar, store.rows)
   return store.rows
 
@@ -298,8 +301,8 @@ def _release(suites, evaluator, *, model_done: bool) -> None:
 
 def _print_end(workdir: str, report: str | None, bar, rows) -> None:
   """The report's paths and the three-line summary, on stdout."""
-  paths = [p for p in (report, os.path.join(workdir, 'report.html'))
-           if p and os.path.exists(p)]
+  paths = [os.path.join(workdir, f) for f in ('report.md', 'report.html')
+           if report and (files.path(workdir) / f).exists()]
   lines = bar.summary(latest(rows))
   lines.append('report: ' + ', '.join(paths) if paths else
                f'results: {os.path.join(workdir, "results.jsonl")}')

@@ -28,6 +28,7 @@ from robustmq_jax import suites as suites_lib
 from robustmq_jax.defenses import settings as defense_settings
 from robustmq_jax.errors import invalid
 from robustmq_jax.errors import UserError
+from robustmq_jax.results import files
 
 # The main fields, as `--help` lists them.
 FIELDS: Mapping[str, str] = {
@@ -159,9 +160,15 @@ def _is_source(text: str) -> bool:
 
 
 def check_workdir(workdir: str) -> None:
-  """UserError unless `workdir` is a folder or can become one."""
+  """UserError unless `workdir` is a folder or can become one.
+
+  A bucket path (gs://..., through etils.epath) is taken as given: its
+  permissions show at the first write.
+  """
   if not workdir:
     raise invalid('--workdir', workdir, 'an output folder path')
+  if not files.is_local(workdir):
+    return
   path = os.path.abspath(workdir)
   while path and not os.path.exists(path):
     parent = os.path.dirname(path)

@@ -53,6 +53,7 @@ from robustmq_jax.quant import storage
 from robustmq_jax.quant import spec as spec_lib
 from robustmq_jax.quant.spec import parse_spec
 from robustmq_jax.quant.spec import QuantSpec
+from robustmq_jax.results import files
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -120,7 +121,7 @@ def adversarial_variables(ctx: _Context) -> dict[str, Any]:
   """The PGD fine-tuned float variables ('fp32:adv'), cached."""
   fp = _adv_fingerprint(ctx)
   for d in ctx.folders('fp32_adv', fp):
-    if not os.path.isfile(os.path.join(d, checkpoint_io.MODEL_FILE)):
+    if not (files.path(d) / checkpoint_io.MODEL_FILE).is_file():
       continue
     meta = checkpoints.read_spec(d).get('meta', {})
     if meta.get('defense') == fp and meta.get('float_digest') == ctx.digest:
@@ -140,11 +141,12 @@ def adversarial_variables(ctx: _Context) -> dict[str, Any]:
       log_every=max(1, s.recipe.steps // 5))
   variables = pipeline.to_numpy(variables)
   out = ctx.folders('fp32_adv', fp)[-1]
-  checkpoints.save(out, model=r.model_name, num_classes=r.num_classes,
-                   variables=variables, model_kwargs=dict(r.model_kwargs),
-                   meta={'defense': fp, 'float_digest': ctx.digest,
-                         'adv_loss_end': float(np.mean(losses[-20:]))
-                         if losses else None})
+  if jax.process_index() == 0:  # Every process trained it; one writes.
+    checkpoints.save(out, model=r.model_name, num_classes=r.num_classes,
+                     variables=variables, model_kwargs=dict(r.model_kwargs),
+                     meta={'defense': fp, 'float_digest': ctx.digest,
+                           'adv_loss_end': float(np.mean(losses[-20:]))
+                           if losses else None})
   return variables
 
 
@@ -158,7 +160,7 @@ def _obtain(ctx: _Context, method: str, fingerprint: dict[str, Any],
   spec_fp = _canonical(ctx.spec.fingerprint(ctx.request.seed))
   label = f'{ctx.spec.precision}_{method}'
   for d in ctx.folders(label, fingerprint):
-    if not os.path.isfile(os.path.join(d, storage.JSON_FILE)):
+    if not (files.path(d) / storage.JSON_FILE).is_file():
       continue
     try:
       doc = storage.read_json(d)
@@ -174,8 +176,10 @@ def _obtain(ctx: _Context, method: str, fingerprint: dict[str, Any],
     logging.info('%s does not match this float model / config; rebuilding', d)
   qmodel = make()
   qmodel.meta['method'] = method
-  quant.save(ctx.folders(label, fingerprint)[-1], qmodel, ctx.request.seed,
-             meta={'defense': fingerprint, 'float_digest': ctx.digest})
+  if jax.process_index() == 0:  # Every process built it; one writes.
+    quant.save(ctx.folders(label, fingerprint)[-1], qmodel,
+               ctx.request.seed,
+               meta={'defense': fingerprint, 'float_digest': ctx.digest})
   return qmodel
 
 

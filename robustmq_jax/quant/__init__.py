@@ -31,6 +31,7 @@ import os
 from typing import Any, Callable
 
 from absl import logging
+import jax
 import numpy as np
 
 from robustmq_jax.errors import UserError
@@ -43,6 +44,7 @@ from robustmq_jax.quant.spec import FLOAT_PRECISION
 from robustmq_jax.quant.spec import parse_precision
 from robustmq_jax.quant.spec import parse_spec
 from robustmq_jax.quant.spec import QuantSpec
+from robustmq_jax.results import files
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -94,7 +96,8 @@ def _fingerprint_json(spec: QuantSpec, seed: int) -> str:
 
 
 def _resolve(path: str) -> str:
-  if not path or os.path.isabs(path) or os.path.exists(path):
+  if (not path or not files.is_local(path) or os.path.isabs(path)
+      or os.path.exists(path)):
     return path
   return os.path.join(_REPO_ROOT, path)
 
@@ -105,7 +108,7 @@ def checkpoint_name(spec: QuantSpec) -> str:
 
 
 def _matches(directory: str, fingerprint: str, float_digest: str) -> bool:
-  if not os.path.isfile(os.path.join(directory, storage.JSON_FILE)):
+  if not (files.path(directory) / storage.JSON_FILE).is_file():
     return False
   try:
     doc = storage.read_json(directory)
@@ -173,7 +176,8 @@ def obtain(request: QuantRequest, spec: QuantSpec) -> QuantizedModel:
   qmodel = quantize_model(
       request.model_name, request.num_classes, request.model_kwargs,
       float_vars, spec, images, labels, seed=request.seed, mesh=request.mesh)
-  save(cached, qmodel, request.seed, meta={'float_digest': digest})
+  if jax.process_index() == 0:  # Every process computed it; one writes.
+    save(cached, qmodel, request.seed, meta={'float_digest': digest})
   return qmodel
 
 

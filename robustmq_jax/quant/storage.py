@@ -18,7 +18,6 @@ evaluated model holds, so save -> load is bit-exact.
 
 import hashlib
 import json
-import os
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from safetensors import numpy as st_numpy
 from robustmq_jax.errors import UserError
 from robustmq_jax.quant import plan as plan_lib
 from robustmq_jax.quant import reference
+from robustmq_jax.results import files
 
 FORMAT = 'robustmq_jax.quant/1'
 JSON_FILE = 'quant.json'
@@ -119,18 +119,15 @@ def save(directory: str, *, model: str, num_classes: int,
     tensors[f'batch_stats/{k}'] = v
   for k, v in flatten(variables.get(plan_lib.QUANT_COLLECTION, {})).items():
     tensors[f'{plan_lib.QUANT_COLLECTION}/{k}'] = v
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, TENSORS_FILE + '.tmp')
-  st_numpy.save_file({k: np.array(v, order='C') for k, v in tensors.items()},
-                     tmp)
-  os.replace(tmp, os.path.join(directory, TENSORS_FILE))
+  # Each file atomically (unique temporary name; any epath location);
+  # quant.json last, so a folder with it is complete.
+  files.write_atomic(files.path(directory) / TENSORS_FILE, st_numpy.save(
+      {k: np.array(v, order='C') for k, v in tensors.items()}))
   doc = {'format': FORMAT, 'model': model, 'num_classes': num_classes,
          'model_kwargs': model_kwargs, 'spec': spec,
          'plan': plan_lib.plan_to_json(plan), 'meta': meta or {}}
-  tmp = os.path.join(directory, JSON_FILE + '.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(doc, f, indent=1, sort_keys=True, default=_json_default)
-  os.replace(tmp, os.path.join(directory, JSON_FILE))
+  files.write_atomic(files.path(directory) / JSON_FILE, json.dumps(
+      doc, indent=1, sort_keys=True, default=_json_default))
 
 
 def _json_default(o):
@@ -152,10 +149,8 @@ def _kernel_scale(variables, layer) -> np.ndarray:
 
 def read_json(directory: str) -> dict[str, Any]:
   """quant.json of a checkpoint folder (UserError if missing or corrupt)."""
-  path = os.path.join(directory, JSON_FILE)
   try:
-    with open(path) as f:
-      doc = json.load(f)
+    doc = json.loads(files.read_bytes(files.path(directory) / JSON_FILE))
   except (OSError, ValueError) as e:
     raise UserError(f'quantized checkpoint {directory!r}: {JSON_FILE} is '
                     f'missing or corrupt ({type(e).__name__}); delete the '
@@ -177,7 +172,8 @@ def load(directory: str) -> tuple[dict[str, Any], plan_lib.Plan,
   doc = read_json(directory)
   plan = plan_lib.plan_from_json(doc['plan'])
   try:
-    tensors = st_numpy.load_file(os.path.join(directory, TENSORS_FILE))
+    tensors = st_numpy.load(files.read_bytes(
+        files.path(directory) / TENSORS_FILE))
   except (OSError, ValueError) as e:
     raise UserError(f'quantized checkpoint {directory!r}: {TENSORS_FILE} is '
                     f'missing or corrupt ({type(e).__name__}); delete the '

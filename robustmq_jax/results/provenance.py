@@ -24,6 +24,8 @@ import json
 import os
 from typing import Any, Mapping
 
+from robustmq_jax.results import files as files_lib
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 # How data/ turns a decoded image into the model input (data/preprocess.py).
@@ -75,25 +77,45 @@ def _git_commit(git_dir: str) -> str | None:
   return None
 
 
+def _listing(folder: str) -> list[tuple[str, int, Any]]:
+  """(relative path, size, mtime) of every file under `folder`, sorted."""
+  out = []
+  if files_lib.is_local(folder):
+    for dirpath, dirnames, names in os.walk(folder):
+      dirnames.sort()
+      for n in sorted(names):
+        path = os.path.join(dirpath, n)
+        st = os.stat(path)
+        out.append((os.path.relpath(path, folder), st.st_size,
+                    st.st_mtime_ns))
+    return out
+  root = files_lib.path(folder)  # gs://... through etils.epath.
+  top = None
+  for dirpath, _, names in root.walk():
+    top = top or os.fspath(dirpath)  # Object stores name it without gs://.
+    rel_dir = os.path.relpath(os.fspath(dirpath), top)
+    for n in names:
+      rel = os.path.normpath(os.path.join(rel_dir, n))
+      st = (root / rel).stat()
+      out.append((rel, st.length, st.mtime))
+  return sorted(out)
+
+
 def folder_hash(folder: str) -> str:
   """Content hash of every file under `folder` (names and bytes).
 
-  Cached in-process on (path, name, size, mtime) of the files, so a rerun in
-  the same process reads nothing twice; a changed file changes the hash.
+  `folder` is local or an epath location (gs://...). Cached in-process on
+  (path, name, size, mtime) of the files, so a rerun in the same process
+  reads nothing twice; a changed file changes the hash.
   """
-  files = []
-  for dirpath, dirnames, names in os.walk(folder):
-    dirnames.sort()
-    for n in sorted(names):
-      path = os.path.join(dirpath, n)
-      st = os.stat(path)
-      files.append((os.path.relpath(path, folder), st.st_size, st.st_mtime_ns))
-  key = (os.path.abspath(folder), tuple(files))
+  listing = _listing(folder)
+  key = (os.path.abspath(folder) if files_lib.is_local(folder) else folder,
+         tuple(listing))
   if key not in _hash_cache:
     h = hashlib.sha256()
-    for rel, _, _ in files:
+    for rel, _, _ in listing:
       h.update(rel.encode() + b'\0')
-      with open(os.path.join(folder, rel), 'rb') as f:
+      with files_lib.path(folder).joinpath(rel).open('rb') as f:
         for block in iter(lambda: f.read(1 << 20), b''):
           h.update(block)
       h.update(b'\0')
