@@ -208,6 +208,7 @@ def run(config: ml_collections.ConfigDict | Settings,
         cache_dir=cache_dir,
         num_examples=min(settings.data.num_examples or dataset.num_examples,
                          dataset.num_examples))
+  train_sets = _open_train_sets(settings)
   store = ResultStore(workdir, writer=writer)
   blocks = _plan(settings, suites, store, contexts, float_hashes)
   todo_by_suite = {}
@@ -219,7 +220,7 @@ def run(config: ml_collections.ConfigDict | Settings,
   evaluator.on_progress = bar.cell_images
   try:
     _compute(settings, suites, blocks, store, bar, evaluator, mesh,
-             cache_dir, writer)
+             cache_dir, writer, train_sets)
   finally:
     bar.close()
     store.flush()  # Rows not yet on an object store (gs://).
@@ -234,7 +235,8 @@ def run(config: ml_collections.ConfigDict | Settings,
 
 def _compute(settings: Settings, suites, blocks: list[_Block],
              store: ResultStore, bar: progress_lib.GridProgress, evaluator,
-             mesh, cache_dir: str, writer: bool) -> None:
+             mesh, cache_dir: str, writer: bool,
+             train_sets: dict[int, Any]) -> None:
   """Evaluates the unfinished cells of every block, appending their rows."""
   float_models = {}
   for i, b in enumerate(blocks):
@@ -256,10 +258,10 @@ def _compute(settings: Settings, suites, blocks: list[_Block],
     if b.precision == quant.FLOAT_PRECISION:
       mut = float_mut
     else:
+      info = models_lib.model_info(b.name)
       mut = _quantized_model_under_test(
           settings, b.name, float_mut, float_spec, b.precision,
-          settings.data.source, settings.data.data_dir or None,
-          models_lib.model_info(b.name), cache_dir, mesh)
+          train_sets[info.image_size], info, cache_dir, mesh)
     evaluated = (None if mut is float_mut else
                  provenance.tree_hash(mut.variables) if writer else None)
     for suite in suites:
@@ -319,15 +321,33 @@ def _row_key(ctx, model, suite, cell, weights) -> dict[str, Any]:
   }
 
 
+def _open_train_sets(settings: Settings) -> dict[int, Any]:
+  """{image size: calibration / QAT split}, opened before the first cell.
+
+  Every precision but fp32 may need it (unless a matching quantized
+  checkpoint is found, which is only known once the float weights are
+  loaded), so a missing `train_source` or folder fails here, with one
+  sentence, not after the float cells ran. Opening lists the files; nothing
+  is decoded.
+  """
+  if all(p == quant.FLOAT_PRECISION for p in settings.precisions):
+    return {}
+  split = None if settings.data.train_source else 'train'
+  opened = {}
+  for name in settings.models:
+    size = models_lib.model_info(name).image_size
+    if size not in opened:
+      opened[size] = data_lib.get_dataset(
+          settings.data.train_source or settings.data.source, split=split,
+          data_dir=settings.data.data_dir or None, image_size=size)
+  return opened
+
+
 def _quantized_model_under_test(settings: Settings, name, float_mut, float_spec,
-                                precision, source, data_dir, info, cache_dir,
-                                mesh):
-  train_source = settings.data.train_source or source
+                                precision, train_set, info, cache_dir, mesh):
 
   def train_arrays():
-    split = None if settings.data.train_source else 'train'
-    ds = data_lib.get_dataset(train_source, split=split, data_dir=data_dir,
-                              image_size=info.image_size)
+    ds = train_set
     if hasattr(ds, 'iter_images'):
       # File-backed (ImageNet): decode only what calibration / QAT index.
       return data_lib.lazy_arrays(ds)
