@@ -11,6 +11,9 @@ import jax
 import numpy as np
 import pytest
 
+from robustmq_jax import checkpoints
+from robustmq_jax import quant
+from robustmq_jax import runner
 from robustmq_jax.results import CORRUPT_FILE
 from robustmq_jax.results import files
 from robustmq_jax.results import latest
@@ -18,6 +21,8 @@ from robustmq_jax.results import mixed_weights
 from robustmq_jax.results import provenance
 from robustmq_jax.results import read_rows
 from robustmq_jax.results import ResultStore
+from tests import test_quant_models as tq
+from tests.test_main import sample_config
 
 
 def _row(noise='none', acc=0.5, **kw):
@@ -125,6 +130,7 @@ def test_folder_hash_follows_content_not_path(tmp_path):
 
 
 # ------------------------------------------------ workdirs through epath --
+# pylint: disable=protected-access
 # etils.epath sends gs:// to fsspec; `fake_gcs` registers an in-memory
 # filesystem under the 'gs'/'gcs' protocols (etils 1.15 has no memory://
 # backend of its own), so the store and caches run their gs:// code paths.
@@ -149,14 +155,14 @@ class _FakeGcs(MemoryFileSystem):
 
 @pytest.fixture
 def fake_gcs(monkeypatch):
-  registry = sys.modules['fsspec.registry']._registry  # pylint: disable=protected-access
+  registry = sys.modules['fsspec.registry']._registry
   for name in ('gs', 'gcs'):
     monkeypatch.setitem(registry, name, _FakeGcs)
-  backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
+  backend.fsspec_backend._get_filesystem.cache_clear()
   _FakeGcs.store.clear()
   _FakeGcs.pseudo_dirs[:] = ['']
   yield _FakeGcs.store
-  backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
+  backend.fsspec_backend._get_filesystem.cache_clear()
 
 
 def _objects(store, prefix='/bucket/run/'):
@@ -195,7 +201,6 @@ def test_store_on_gs_repairs_torn_and_unreadable_lines(fake_gcs):
 
 
 def test_checkpoints_and_folder_hash_on_gs_match_local(fake_gcs, tmp_path):
-  from robustmq_jax import checkpoints  # pylint: disable=g-import-not-at-top
   variables = {'params': {'dense': {'kernel': np.arange(6.).reshape(2, 3)}}}
   for where in (str(tmp_path / 'ckpt'), 'gs://bucket/ckpt'):
     checkpoints.save(where, model='resnet20_cifar', num_classes=10,
@@ -214,7 +219,7 @@ def test_checkpoints_and_folder_hash_on_gs_match_local(fake_gcs, tmp_path):
 
 def test_write_atomic_uses_a_temporary_name_per_process_and_call(tmp_path):
   target = epath.Path(tmp_path) / 'sub' / 'f.bin'
-  names = {files._temp_name(target).name for _ in range(3)}  # pylint: disable=protected-access
+  names = {files._temp_name(target).name for _ in range(3)}
   assert len(names) == 3
   assert all(str(os.getpid()) in n and n.startswith('.f.bin.tmp-')
              for n in names)
@@ -225,18 +230,15 @@ def test_write_atomic_uses_a_temporary_name_per_process_and_call(tmp_path):
 
 
 def test_quantized_model_cache_on_gs_is_written_once_and_reused(fake_gcs):
-  from robustmq_jax import quant  # pylint: disable=g-import-not-at-top
-  from tests import test_quant_models as tq  # pylint: disable=g-import-not-at-top
   qc = quant.default_config().to_dict()
   qc.update(num_calib_batches=1, calib_batch_size=32, eval_int8=False)
 
   def request(train_arrays):
-    r = tq._request(  # pylint: disable=protected-access
-        epath.Path('/unused'), qc, train_arrays=train_arrays)
+    r = tq._request(epath.Path('/unused'), qc, train_arrays=train_arrays)
     r.cache_dir = 'gs://bucket/run/cache/quant'
     return r
 
-  first = quant.build(request(tq._data))  # pylint: disable=protected-access
+  first = quant.build(request(tq._data))
   cached = _objects(fake_gcs, '/bucket/run/cache/quant/resnet20_cifar/')
   assert len(cached) == 2 and all(
       c.endswith(('/quant.json', '/tensors.safetensors')) for c in cached)
@@ -251,8 +253,6 @@ def test_quantized_model_cache_on_gs_is_written_once_and_reused(fake_gcs):
 
 
 def test_main_job_into_a_gs_workdir_writes_rows_and_report(fake_gcs):
-  from robustmq_jax import runner  # pylint: disable=g-import-not-at-top
-  from tests.test_main import sample_config  # pylint: disable=g-import-not-at-top
   rows = runner.run(sample_config(), 'gs://bucket/run')
   written = _objects(fake_gcs)
   for f in ('results.jsonl', 'results.csv', 'findings.json', 'report.md',
