@@ -13,9 +13,14 @@ from robustmq_jax import runner
 from robustmq_jax import settings as settings_lib
 from robustmq_jax import study
 from robustmq_jax.errors import UserError
+from robustmq_jax.training import qat_settings
 
-_CONFIGS = sorted(glob.glob(os.path.join(
-    os.path.dirname(os.path.dirname(__file__)), 'configs', '*.py')))
+# Main-job (study) configs; configs/qat.py configures the QAT job
+# (robustmq_jax.train) and is checked by its own validator below.
+_QAT = 'qat.py'
+_CONFIGS = sorted(p for p in glob.glob(os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), 'configs', '*.py'))
+                  if os.path.basename(p) != _QAT)
 
 
 def _load(path, arg):
@@ -54,6 +59,22 @@ def test_every_listed_arg_builds_and_validates(path):
     settings = settings_lib.load(f'{rel}:{arg}')
     assert settings.models and settings.precisions and settings.suites
     assert set(settings.models) <= set(settings.checkpoints)
+
+
+def test_qat_config_args_build_and_validate():
+  module = config_loading.load_module(f'configs/{_QAT}')
+  assert set(module.ARGS) == {'imagenet', 'smoke', 'sample'}
+  for arg in (None,) + tuple(module.ARGS):
+    s = qat_settings.from_config(config_loading.load(
+        f'configs/{_QAT}' + (f':{arg}' if arg else '')))
+    assert s.spec.is_qat and s.steps > 0
+    if arg in ('smoke', 'sample'):
+      assert s.source == 'sample'
+      assert os.path.isdir(runner.resolve_path(s.float_checkpoint))
+    else:
+      assert s.source.startswith('tfds:imagenet2012') and s.spec.bn_fold
+  with pytest.raises(UserError, match='allowed'):
+    _load(os.path.join(config_loading.CONFIG_DIR, _QAT), 'nonsense')
 
 
 def test_study_defaults_come_from_the_modules_not_importlib():
