@@ -10,6 +10,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from robustmq_jax.attacks import conv_layout
 from robustmq_jax.errors import invalid
 
 # loss(logits, labels) -> [B]; larger is better for the attacker.
@@ -99,7 +100,9 @@ def loss_and_grad(
   Returns:
     (loss [B], logits [B, C] float32, d sum(loss) / dx, shaped like x).
     Examples do not interact (inference-mode models), so the gradient of the
-    summed loss is each example's own gradient.
+    summed loss is each example's own gradient. On CPU the convolutions are
+    put in XLA's canonical layout (`conv_layout`), so this costs the same
+    inside an attack's step loop as one jitted call outside it.
   """
 
   def total(x):
@@ -107,7 +110,10 @@ def loss_and_grad(
     values = loss_fn(logits)
     return jnp.sum(values), (values, logits)
 
-  (_, (values, logits)), grad = jax.value_and_grad(total, has_aux=True)(x)
+  value_and_grad = jax.value_and_grad(total, has_aux=True)
+  if conv_layout.wanted():
+    value_and_grad = conv_layout.canonical_convs(value_and_grad)
+  (_, (values, logits)), grad = value_and_grad(x)
   return values, logits, grad
 
 

@@ -112,11 +112,11 @@ def pgd(
       the model (so robust accuracy can only fall as `steps` grows; costs one
       extra forward pass); if False, the last iterate, as in Madry et al.
       and torchattacks (the usual choice for adversarial training).
-    unroll: passed to `lax.fori_loop`. On CPU, XLA gives the fast (Eigen)
-      convolution only to convolutions outside loops, so the input-gradient
-      convolutions of a conv net run about 2x slower inside the step loop
-      (jax-ml/jax#12868); ``unroll=True`` removes the loop at the cost of a
-      compile time that grows with `steps`. Leave at 1 on GPU/TPU.
+    unroll: passed to `lax.fori_loop`. Not needed for speed: on CPU the
+      step's convolutions are emitted in the layout of XLA's fast kernels
+      (`conv_layout`), so the rolled loop costs what `steps` jitted
+      value-and-grad calls cost; ``unroll=True`` only adds compile time
+      that grows with `steps`.
 
   Returns:
     Adversarial images with the shape and dtype of `x`. With several
