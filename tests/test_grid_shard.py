@@ -114,3 +114,11 @@ def test_two_shards_merged_equal_one_unsharded_run(tmp_path):
   # The inputs are left as they were.
   assert len(read_rows(str(tmp_path / 's1' / 'results.jsonl'))) == len(
       parts[0])
+
+
+def test_a_shard_with_nothing_to_do_still_leaves_a_workdir(tmp_path):
+  config = sample_config()  # One (model, precision, suite) group.
+  config.grid_shard = '2/2'
+  assert runner.run(config, str(tmp_path)) == []
+  assert read_rows(str(tmp_path / 'results.jsonl')) == []  # Merges as empty.
+  assert (tmp_path / 'report.md').exists()

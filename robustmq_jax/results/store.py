@@ -135,6 +135,8 @@ class ResultStore:
     if writer:
       self.path.parent.mkdir(parents=True, exist_ok=True)
       self._repair()
+      if not self.path.exists():  # A job with no cells still leaves one.
+        files.write_atomic(self.path, b'')
     self.rows = read_rows(self.path)
     self._keys = {cell_key(r) for r in self.rows}
     self._lines = [_line(r) for r in self.rows] if not self.local else None
