@@ -33,7 +33,7 @@ from robustmq_jax.results import files
 # The main fields, as `--help` lists them.
 FIELDS: Mapping[str, str] = {
     'models': 'model names, e.g. resnet18,vit_small_patch16_224',
-    'precisions': "fp32, wXaY (X, Y in 2..8), wXa16, 'w4a4:pact' (a method)",
+    'precisions': "fp32, wXaY (X, Y in 2..8), wXa16, 'w4a4:pact' (method)",
     'suites': 'clean, adversarial, corruption, systematic (and more)',
     'data.source': 'sample | tfds:<name>[:<split>] | folder:<path>',
     'data.data_dir': 'TFDS data folder',
