@@ -337,8 +337,7 @@ def _train_and_export(settings, workdir, ckpt, mesh, mfn, float_vars, fspec,
                losses[-1][1] if losses else None))
   meta = {'float_digest': identity['float_digest'],
           'train_source': identity['train_source'],
-          'augment': settings.augment, 'command': ' '.join(
-              ['python -m robustmq_jax.train'] + sys.argv[1:]),
+          'augment': settings.augment, 'command': _command(),
           'devices': jax.device_count()}
   if test_ds is not None:
     meta.update(_evaluate(qmodel, test_ds, settings, mesh))
@@ -346,6 +345,13 @@ def _train_and_export(settings, workdir, ckpt, mesh, mfn, float_vars, fspec,
     quant.save(out_dir, qmodel, settings.seed, meta=meta)
     _print_end(settings, workdir, out_dir, meta)
   return out_dir
+
+
+def _command() -> str:
+  """The command line that ran this process."""
+  if sys.argv[0].endswith(os.path.join('robustmq_jax', 'train.py')):
+    return ' '.join(['python -m robustmq_jax.train'] + sys.argv[1:])
+  return ' '.join(['python'] + sys.argv)
 
 
 def _print_end(settings, workdir, out_dir, meta) -> None:
