@@ -7,7 +7,7 @@ ImageNet (the default; ResNet-18 from checkpoints/imagenet/resnet18/fp32,
 TFDS imagenet2012 train split, or a folder tree with
 --config.data.source=folder:VAL --config.data.train_source=folder:TRAIN):
   python -m robustmq_jax.train --config=configs/qat.py \
-      --workdir=/runs/qat_resnet18_w4a4_lsq --config.data.data_dir=$TFDS_DATA_DIR
+      --workdir=/runs/qat_resnet18 --config.data.data_dir=$TFDS_DATA_DIR
 
 Smoke test (ResNet-20 on the embedded sample, 60 steps, a checkpoint every
 20 steps; under a minute on a 2-core CPU):

@@ -29,6 +29,7 @@ from robustmq_jax import models as models_lib
 from robustmq_jax import settings as settings_lib
 from robustmq_jax.errors import invalid
 from robustmq_jax.errors import UserError
+from robustmq_jax.training import qat_job
 from robustmq_jax.training import qat_settings
 
 _OVERRIDES: list[tuple[str, str]] = []
@@ -45,7 +46,6 @@ _FLAGS = {
 def run(config: ml_collections.ConfigDict | qat_settings.QatSettings,
         workdir: str) -> str | None:
   """Validates `config` (configs/qat.py) and trains; see qat_job.run."""
-  from robustmq_jax.training import qat_job  # pylint: disable=g-import-not-at-top
   settings = (config if isinstance(config, qat_settings.QatSettings)
               else qat_settings.from_config(config))
   return qat_job.run(settings, workdir)

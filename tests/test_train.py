@@ -248,6 +248,28 @@ def test_smoke_kill_at_step_30_and_resume_gives_the_same_weights(tmp_path):
       'test_accuracy'] > 0.9
 
 
+@pytest.mark.slow
+def test_a_folder_source_trains_alike_with_grain_threads_or_processes(
+    tiny, tmp_path):
+  fake_imagenet.write_folder(str(tmp_path / 'train'), 3, 6, seed=1)
+  fake_imagenet.write_folder(str(tmp_path / 'val'), 3, 2, seed=0)
+  flags = tiny.flags + [
+      '--config.quant.qat.steps=6', '--config.quant.qat.batch_size=8',
+      '--config.checkpoint_every=3', '--config.evaluate=true',
+      f'--config.data.source=folder:{tmp_path / "val"}',
+      f'--config.data.train_source=folder:{tmp_path / "train"}',
+      '--config.data.augment=random_resized_crop']
+  exports = []
+  for workers in (0, 1):
+    p = _train(*flags, f'--config.data.workers={workers}',
+               f'--workdir={tmp_path / str(workers)}', cache=tiny.cache)
+    assert p.returncode == 0, p.stderr[-3000:]
+    exports.append(_export_of(p.stdout))
+  assert _same_tensors(*exports)
+  meta = storage.read_json(exports[0])['meta']
+  assert meta['test_examples'] == 6 and meta['augment'] == 'random_resized_crop'
+
+
 # The input stream.
 
 

@@ -8,6 +8,7 @@
   qat_settings   the QAT job's config, validated once.
   qat_job        `run(settings, workdir)`: calibrate, train data-parallel
                  with checkpoints, export a quantized checkpoint.
+  progress       the QAT job's progress line (steps, images/s, ETA).
 
 `robustmq_jax.train` is the QAT job's command line.
 """

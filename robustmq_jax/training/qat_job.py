@@ -19,10 +19,11 @@
    then its test accuracy (fake-quant and AQT integer) on data.source.
 """
 
+import dataclasses
 import os
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any
 
 from absl import logging
 import jax
@@ -46,50 +47,8 @@ from robustmq_jax.quant import qat
 from robustmq_jax.quant import storage
 from robustmq_jax.suites import clean
 from robustmq_jax.training import checkpointing
+from robustmq_jax.training import progress
 from robustmq_jax.training.qat_settings import QatSettings
-
-
-def _duration(seconds: float) -> str:
-  seconds = int(round(seconds))
-  if seconds >= 3600:
-    return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
-  return (f'{seconds // 60}m{seconds % 60:02d}s' if seconds >= 60 else
-          f'{seconds}s')
-
-
-class StepProgress:
-  """Steps done/total, images/s, ETA and loss, a line every `every_s`."""
-
-  def __init__(self, start: int, total: int, batch: int, *, every_s: float,
-               stream: TextIO | None = None, enabled: bool = True):
-    self.start_step, self.total, self.batch = start, total, batch
-    self.every_s, self.enabled = every_s, enabled
-    self.stream = stream or sys.stderr
-    self.t0 = time.perf_counter()
-    self.rate_from = None  # (step, time) after the first (compiling) step.
-    self.last = -float('inf')
-
-  def update(self, step: int, loss: float | None, force: bool = False):
-    now = time.perf_counter()
-    if self.rate_from is None and step > self.start_step:
-      self.rate_from = (step, now)
-    if not self.enabled or (not force and now - self.last < self.every_s):
-      return
-    self.last = now
-    parts = [f'[QAT step {step}/{self.total} '
-             f'{100.0 * step / max(self.total, 1):3.0f}%]']
-    if loss is not None:
-      parts.append(f'loss {loss:.4f}')
-    s0, t0 = self.rate_from or (step, now)
-    if step > s0 and now > t0:
-      rate = (step - s0) / (now - t0)
-      parts.append(f'{rate * self.batch:.0f} img/s')
-      parts.append(f'ETA {_duration((self.total - step) / rate)}')
-    else:
-      parts.append('ETA ?')
-    parts.append(f'elapsed {_duration(now - self.t0)}')
-    self.stream.write('  '.join(parts) + '\n')
-    self.stream.flush()
 
 
 def _scales_to_json(scales: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -209,6 +168,26 @@ def _finished(folder: str, fingerprint: dict[str, Any], digest: str) -> bool:
           doc.get('meta', {}).get('float_digest') == digest)
 
 
+@dataclasses.dataclass
+class _Run:
+  """What a run reads, opened and checked before anything is written."""
+  settings: QatSettings
+  workdir: str
+  mesh: jax.sharding.Mesh
+  module_fn: Any
+  float_vars: dict[str, Any]
+  fspec: dict[str, Any]
+  train_ds: Any
+  test_ds: Any
+  identity: dict[str, Any]
+  out_dir: str
+  writer: bool
+
+  @property
+  def image_size(self) -> int:
+    return models_lib.model_info(self.settings.model).image_size
+
+
 def run(settings: QatSettings, workdir: str) -> str | None:
   """Trains (or resumes) and exports; returns the export folder.
 
@@ -223,62 +202,66 @@ def run(settings: QatSettings, workdir: str) -> str | None:
   settings_lib.check_workdir(workdir)
   if '://' not in workdir:
     workdir = os.path.abspath(workdir)  # orbax wants absolute paths.
-  writer = jax.process_index() == 0
   size = models_lib.model_info(settings.model).image_size
   float_vars, fspec = _float_model(settings)
   train_ds, test_ds = _datasets(settings, size)
   digest = storage.digest(float_vars)
-  identity = dict(settings.identity(), float_digest=digest)
-  out_dir = export_folder(settings, workdir)
-  mfn = quant_pipeline.module_fn(settings.model, fspec['num_classes'],
-                                 fspec.get('model_kwargs', {}))
-  mesh = mesh_lib.make_mesh()
+  r = _Run(settings, workdir, mesh_lib.make_mesh(),
+           quant_pipeline.module_fn(settings.model, fspec['num_classes'],
+                                    fspec.get('model_kwargs', {})),
+           float_vars, fspec, train_ds, test_ds,
+           dict(settings.identity(), float_digest=digest),
+           export_folder(settings, workdir), jax.process_index() == 0)
   ckpt = checkpointing.Checkpoints(os.path.join(workdir, 'checkpoints'),
                                    keep=settings.keep_checkpoints)
-  if (ckpt.latest_step() == settings.steps and
-      _finished(out_dir, identity['spec'], digest)):
-    ckpt.close()
-    if writer:
-      print(f'already trained and exported: {out_dir}', flush=True)
-    return out_dir
   try:
-    return _train_and_export(settings, workdir, ckpt, mesh, mfn, float_vars,
-                             fspec, train_ds, test_ds, identity, out_dir,
-                             writer)
+    if (ckpt.latest_step() == settings.steps and
+        _finished(r.out_dir, r.identity['spec'], digest)):
+      if r.writer:
+        print(f'already trained and exported: {r.out_dir}', flush=True)
+      return r.out_dir
+    start, plan, scales, losses, seconds = _resume_or_calibrate(r, ckpt)
+    qs = qat.setup(r.module_fn, settings.spec, plan, scales, size)
+    state, losses, seconds = _train(r, ckpt, qs, start, losses, seconds)
+    if state is None:
+      return None
+    return _export(r, qs, state, losses, seconds)
   finally:
     ckpt.close()
 
 
-def _train_and_export(settings, workdir, ckpt, mesh, mfn, float_vars, fspec,
-                      train_ds, test_ds, identity, out_dir, writer):
-  spec = settings.spec
-  size = models_lib.model_info(settings.model).image_size
+def _resume_or_calibrate(r: _Run, ckpt: checkpointing.Checkpoints):
+  """(start step, plan, initial scales, loss log, seconds spent so far)."""
   start = ckpt.latest_step() or 0
-  losses: list[list[float]] = []
-  seconds = 0.0
-  if start:
-    meta = ckpt.meta(start)
-    if meta['identity'] != identity:
-      changed = sorted(k for k in identity
-                       if meta['identity'].get(k) != identity[k])
-      raise UserError(
-          f'--workdir={workdir!r} holds checkpoints of another QAT run '
-          f'({", ".join(changed)} differ); allowed: the same config to '
-          'resume, or a new workdir.')
-    plan = plan_lib.plan_from_json(meta['plan'])
-    scales = _scales_from_json(meta['scales'])
-    losses, seconds = meta['losses'], meta['seconds']
-    logging.info('resuming %s from step %d', workdir, start)
-  else:
-    images, _ = (data_lib.lazy_arrays(train_ds)
-                 if hasattr(train_ds, 'iter_images') else train_ds.arrays())
-    plan, scales = qat.calibrate(mfn, float_vars, images, spec,
-                                 seed=settings.seed)
-  qs = qat.setup(mfn, spec, plan, scales, size)
-  recipe = qat.recipe(spec)
+  if not start:
+    images, _ = (data_lib.lazy_arrays(r.train_ds)
+                 if hasattr(r.train_ds, 'iter_images') else
+                 r.train_ds.arrays())
+    plan, scales = qat.calibrate(r.module_fn, r.float_vars, images,
+                                 r.settings.spec, seed=r.settings.seed)
+    return 0, plan, scales, [], 0.0
+  meta = ckpt.meta(start)
+  if meta['identity'] != r.identity:
+    changed = sorted(k for k in r.identity
+                     if meta['identity'].get(k) != r.identity[k])
+    raise UserError(
+        f'--workdir={r.workdir!r} holds checkpoints of another QAT run '
+        f'({", ".join(changed)} differ); allowed: the same config to '
+        'resume, or a new workdir.')
+  logging.info('resuming %s from step %d', r.workdir, start)
+  return (start, plan_lib.plan_from_json(meta['plan']),
+          _scales_from_json(meta['scales']), meta['losses'], meta['seconds'])
+
+
+def _train(r: _Run, ckpt: checkpointing.Checkpoints, qs: qat.QatSetup,
+           start: int, losses: list[list[float]], seconds: float):
+  """Steps start..stop with checkpoints; (state or None if stopped early,
+  loss log, seconds)."""
+  settings = r.settings
+  recipe = qat.recipe(settings.spec)
   tx = recipe.make_optimizer()
-  variables = qs.initial_variables(float_vars)
-  replicated = mesh_lib.replicated(mesh)
+  variables = qs.initial_variables(r.float_vars)
+  replicated = mesh_lib.replicated(r.mesh)
   state = jax.device_put({'variables': variables,
                           'opt_state': tx.init(variables['params'])},
                          replicated)
@@ -292,22 +275,22 @@ def _train_and_export(settings, workdir, ckpt, mesh, mfn, float_vars, fspec,
                             jax.random.fold_in(base_key, step))
     return {'variables': v, 'opt_state': o}, loss
 
-  data = mesh_lib.data_sharding(mesh)
+  data = mesh_lib.data_sharding(r.mesh)
   step_fn = jax.jit(step_fn, in_shardings=(replicated, data, data, None),
                     out_shardings=(replicated, replicated))
   total = settings.steps
   stop = min(settings.stop_after_steps or total, total)
   stream = train_stream.TrainStream(
-      train_ds, global_batch=settings.batch_size, seed=settings.seed,
+      r.train_ds, global_batch=settings.batch_size, seed=settings.seed,
       augment=settings.augment, process_index=jax.process_index(),
       process_count=jax.process_count())
-  bar = StepProgress(start, total, settings.batch_size,
-                     every_s=settings.log_every_s, enabled=writer)
+  bar = progress.StepProgress(start, total, settings.batch_size,
+                     every_s=settings.log_every_s, enabled=r.writer)
   pending = []  # Device losses since the last checkpoint.
   t0 = time.perf_counter()
   step = start
   for x, y in stream.batches(start, stop):
-    x, y = mesh_lib.to_global(mesh, {'x': x, 'y': y}).values()
+    x, y = mesh_lib.to_global(r.mesh, {'x': x, 'y': y}).values()
     state, loss = step_fn(state, x, y, np.int32(step))
     pending.append(loss)
     step += 1
@@ -315,36 +298,42 @@ def _train_and_export(settings, workdir, ckpt, mesh, mfn, float_vars, fspec,
       window = float(np.mean(jax.device_get(pending)))
       losses.append([step, window])
       pending = []
-      meta = {'identity': identity, 'step': step,
-              'plan': plan_lib.plan_to_json(plan),
-              'scales': _scales_to_json(scales), 'losses': losses,
-              'seconds': seconds + time.perf_counter() - t0}
-      ckpt.save(step, state, meta)
+      ckpt.save(step, state, {
+          'identity': r.identity, 'step': step,
+          'plan': plan_lib.plan_to_json(qs.plan),
+          'scales': _scales_to_json(qs.scales), 'losses': losses,
+          'seconds': seconds + time.perf_counter() - t0})
       bar.update(step, window, force=True)
     else:
       bar.update(step, None)
   seconds += time.perf_counter() - t0
   if stop < total:
-    if writer:
+    if r.writer:
       print(f'stopped after step {stop} of {total} (config.stop_after_steps)'
             f'; rerun the same command to resume.', flush=True)
-    return None
+    return None, losses, seconds
+  return state, losses, seconds
+
+
+def _export(r: _Run, qs: qat.QatSetup, state, losses, seconds) -> str:
+  """The quantized checkpoint (process 0 writes), evaluated when asked."""
+  settings, spec = r.settings, r.settings.spec
   qmodel = quant.QuantizedModel(
-      settings.model, fspec['num_classes'], dict(fspec.get('model_kwargs',
-                                                           {})),
-      spec, plan, qat.export(qs, jax.device_get(state['variables']), size),
+      settings.model, r.fspec['num_classes'],
+      dict(r.fspec.get('model_kwargs', {})), spec, qs.plan,
+      qat.export(qs, jax.device_get(state['variables']), r.image_size),
       qat.meta(spec, qs, seconds, losses[0][1] if losses else None,
                losses[-1][1] if losses else None))
-  meta = {'float_digest': identity['float_digest'],
-          'train_source': identity['train_source'],
+  meta = {'float_digest': r.identity['float_digest'],
+          'train_source': r.identity['train_source'],
           'augment': settings.augment, 'command': _command(),
           'devices': jax.device_count()}
-  if test_ds is not None:
-    meta.update(_evaluate(qmodel, test_ds, settings, mesh))
-  if writer:
-    quant.save(out_dir, qmodel, settings.seed, meta=meta)
-    _print_end(settings, workdir, out_dir, meta)
-  return out_dir
+  if r.test_ds is not None:
+    meta.update(_evaluate(qmodel, r.test_ds, settings, r.mesh))
+  if r.writer:
+    quant.save(r.out_dir, qmodel, settings.seed, meta=meta)
+    _print_end(settings, r.workdir, r.out_dir, meta)
+  return r.out_dir
 
 
 def _command() -> str:

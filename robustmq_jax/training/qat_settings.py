@@ -79,13 +79,13 @@ class QatSettings:
     return self.spec.qat.batch_size
 
   def identity(self) -> dict[str, Any]:
-    """What determines the trained weights (stored with every checkpoint;
-    a workdir holding another identity is not resumed)."""
+    """What determines the trained weights, with the float checkpoint's
+    digest (stored with every checkpoint; a workdir holding another
+    identity is not resumed; paths may move)."""
     return json.loads(json.dumps({
-        'model': self.model, 'float_checkpoint': self.float_checkpoint,
-        'spec': self.spec.fingerprint(self.seed),
+        'model': self.model, 'spec': self.spec.fingerprint(self.seed),
         'train_source': self.train_source or self.source,
-        'data_dir': self.data_dir, 'augment': self.augment}))
+        'augment': self.augment}))
 
 
 def from_config(config: ml_collections.ConfigDict) -> QatSettings:
