@@ -51,7 +51,7 @@ from robustmq_jax.errors import invalid
 ARGS = {
     'imagenet': 'ResNet-18 on ImageNet, MQBench recipe, w4a4 LSQ (default)',
     'smoke': 'ResNet-20 on the embedded sample, 60 steps (< 1 min CPU)',
-    'sample': 'the shipped sample w4a4 LSQ checkpoint again (~4 min CPU)',
+    'sample': 'the shipped sample w4a4 LSQ checkpoint again (~5 min CPU)',
 }
 SAMPLE_MODELS = ('resnet20_cifar', 'vit_tiny_patch4_32')
 

@@ -65,7 +65,8 @@ def check_workdir(workdir: str) -> None:
 def help_text() -> str:
   args = '\n'.join(f'  :{a:<10} {t}' for a, t in config_loading.load_module(
       'configs/qat.py').ARGS.items())
-  fields = qat_settings.__doc__.split('Fields', 1)[1].split('\n', 1)[1]
+  fields = qat_settings.__doc__.split('Fields', 1)[1].split('\n', 1)[1].strip(
+      '\n')
   return f"""\
 Quantization-aware training of a float checkpoint (DoReFa, PACT, LSQ).
 
@@ -76,7 +77,7 @@ args of configs/qat.py:
 {args}
 
 fields (--config.FIELD=VALUE):
-{fields.rstrip()}
+{fields}
 
 A rerun with the same workdir resumes from the latest checkpoint. Bad
 input stops the job before anything is written: one sentence on stderr,

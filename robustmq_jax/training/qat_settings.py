@@ -18,7 +18,7 @@ Fields (see configs/qat.py for the values of each arg):
   data.workers            Grain decode worker processes (0 = threads).
   data.num_examples       examples of the final evaluation (0 = all).
   evaluate                evaluate the exported model on data.source.
-  seed                    calibration, data order, crops, dropout.
+  seed                    calibration, data order, crops.
   checkpoint_every        steps between orbax checkpoints.
   keep_checkpoints        how many recent checkpoints are kept.
   stop_after_steps        stop (with a checkpoint) once this step is done;
