@@ -48,6 +48,8 @@ import ml_collections
 from robustmq_jax import quant
 from robustmq_jax.errors import invalid
 
+# Run by the QAT job, not the main job (config_loading.job_of).
+JOB = 'robustmq_jax.train'
 ARGS = {
     'imagenet': 'ResNet-18 on ImageNet, MQBench recipe, w4a4 LSQ (default)',
     'smoke': 'ResNet-20 on the embedded sample, 60 steps (< 1 min CPU)',

@@ -1,7 +1,8 @@
 """Loading a config file and applying `--config.x=y` overrides.
 
 `--config=configs/vit_w4.py:sample` names a Python file defining
-`get_config(arg=None)` (and `ARGS`, its args with one line each). Overrides
+`get_config(arg=None)` (and `ARGS`, its args with one line each; `JOB`, the
+module that runs it when that is not the main job). Overrides
 are typed by the field they replace: `--config.seed=3` must be an integer,
 `--config.suites=clean,adversarial` is a list of names, and
 `--config.checkpoints.<model>=DIR` adds a checkpoint for any model. Every
@@ -26,14 +27,29 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_ROOT, 'configs')
 # Groups whose keys are open: any name may be added from the command line.
 OPEN_GROUPS = ('checkpoints',)
+MAIN_JOB = 'robustmq_jax.main'
 _TRUE = ('true', '1', 'yes', 'on')
 _FALSE = ('false', '0', 'no', 'off')
 
 
-def config_files() -> list[str]:
-  """The shipped configs, as paths relative to the repository root."""
-  return sorted(os.path.relpath(p, REPO_ROOT)
-                for p in glob.glob(os.path.join(CONFIG_DIR, '*.py')))
+def config_files(job: str | None = None) -> list[str]:
+  """The shipped configs (of `job` when given), relative to the repository."""
+  files = sorted(os.path.relpath(p, REPO_ROOT)
+                 for p in glob.glob(os.path.join(CONFIG_DIR, '*.py')))
+  if job is None:
+    return files
+  return [f for f in files if _job_of_file(f) == job]
+
+
+def _job_of_file(path: str) -> str:
+  # Read, not executed: listing configs must not run them.
+  with open(os.path.join(REPO_ROOT, path), encoding='utf-8') as f:
+    for node in ast.parse(f.read()).body:
+      if (isinstance(node, ast.Assign) and len(node.targets) == 1
+          and getattr(node.targets[0], 'id', None) == 'JOB'
+          and isinstance(node.value, ast.Constant)):
+        return node.value.value
+  return MAIN_JOB
 
 
 def _resolve(path: str) -> str | None:
@@ -66,12 +82,30 @@ def load_module(path: str, flag: str = '--config') -> Any:
   return module
 
 
-def load(spec: str, flag: str = '--config') -> ml_collections.ConfigDict:
-  """The config named by 'path[:arg]', unlocked, not yet validated."""
+def job_of(module: Any) -> str:
+  """The module that runs a config (`JOB`, default the main job)."""
+  return getattr(module, 'JOB', MAIN_JOB)
+
+
+def load(spec: str, flag: str = '--config',
+         job: str | None = None) -> ml_collections.ConfigDict:
+  """The config named by 'path[:arg]', unlocked, not yet validated.
+
+  Args:
+    spec: 'path[:arg]'.
+    flag: the flag named in errors.
+    job: when given, the config must be one of this job's (e.g. the QAT
+      config is refused by the main job with a sentence naming its job).
+  """
   path, sep, arg = spec.rpartition(':') if ':' in spec else (spec, '', '')
   if not sep:
     path, arg = spec, None
   module = load_module(path, flag)
+  if job is not None and job_of(module) != job:
+    raise UserError(
+        f'{flag}={spec!r} is a config of `python -m {job_of(module)}`; '
+        f'allowed: a config of `python -m {job}`, e.g. ' +
+        ', '.join(config_files(job)) + '.')
   allowed = getattr(module, 'ARGS', None)
   if arg is not None and allowed is not None and arg not in allowed:
     raise invalid(flag, spec, f'{path} with an arg of ' +
@@ -173,10 +207,10 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
   return rest, overrides
 
 
-def describe_configs() -> str:
-  """`--help`'s list of configs with their args, one line each."""
+def describe_configs(job: str = MAIN_JOB) -> str:
+  """`--help`'s list of `job`'s configs with their args, one line each."""
   lines = []
-  for rel in config_files():
+  for rel in config_files(job):
     try:
       module = load_module(rel)
     except UserError as e:

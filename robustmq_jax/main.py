@@ -70,7 +70,7 @@ def main(argv: Sequence[str]) -> None:
     if _MULTIHOST.value:  # Before anything asks JAX for its devices.
       jax.distributed.initialize()
     jax_setup.compilation_cache(_COMPILATION_CACHE.value)
-    config = config_loading.load(_CONFIG.value)
+    config = config_loading.load(_CONFIG.value, job=config_loading.MAIN_JOB)
     config_loading.apply_overrides(config, _OVERRIDES)
     # Before validation, which asks JAX for its devices.
     jax_setup.select_cpu_kernels(_image_sizes(config))

@@ -111,7 +111,7 @@ def main(argv: Sequence[str]) -> None:
     if flags.FLAGS.multihost:  # Before anything asks JAX for its devices.
       jax.distributed.initialize()
     jax_setup.compilation_cache(flags.FLAGS.compilation_cache)
-    config = config_loading.load(flags.FLAGS.config)
+    config = config_loading.load(flags.FLAGS.config, job=qat_settings.JOB)
     config_loading.apply_overrides(config, _OVERRIDES)
     model = config.get('model')
     if model in models_lib.list_models():  # Before JAX makes its backends.

@@ -54,6 +54,8 @@ BAD = [
       '--config.checkpoints.resnet50=/nonexistent/r50'],
      "config.checkpoints.resnet50='/nonexistent/r50': checkpoint folder not "
      'found'),
+    (['--config=configs/qat.py:smoke'],
+     'is a config of `python -m robustmq_jax.train`'),
     (['--compilation_cache=/dev/null/xla'], '--compilation_cache='),
     (['--nosuchflag'], 'nosuchflag'),
     (['positional'], 'unexpected arguments'),

@@ -45,6 +45,9 @@ from robustmq_jax.errors import invalid
 from robustmq_jax.errors import UserError
 from robustmq_jax.quant import spec as spec_lib
 
+# The module that runs configs/qat.py (its `JOB`).
+JOB = 'robustmq_jax.train'
+
 _is_source = settings_lib._is_source  # pylint: disable=protected-access
 
 
