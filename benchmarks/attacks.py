@@ -1,20 +1,30 @@
 r"""Attack speed, side by side in one run on the CPU.
 
-  python benchmarks/attacks.py            # all four comparisons
-  python benchmarks/attacks.py --skip=d   # without the AutoAttack timing
+  python benchmarks/attacks.py              # all four comparisons
+  python benchmarks/attacks.py --skip=d     # without the AutoAttack timing
+  python benchmarks/attacks.py --variants   # also the loop forms we tried
+  python benchmarks/attacks.py --quick      # 3 repeats, no (d): ~1 minute
 
 (a) PGD-k wall time / (k x one jitted value-and-grad of the same model and
-    batch): the loop's overhead over the physical floor (goal <= 1.1).
+    batch): the loop's overhead over the physical floor (goal <= 1.1). The
+    first row is the default path: the adversarial suite's program (step
+    count and random start traced, first success kept). Also APGD-CE-k.
 (b) Our PGD-20 vs torchattacks' PGD-20, same architecture, batch and weights:
     images/s ratio (goal >= 1.0).
-(c) Our PGD-20 vs foolbox 3's LinfPGD on the same JAX function (goal >= 2).
+(c) Our default PGD-20 vs foolbox 3's LinfPGD on the same JAX function
+    (goal >= 2).
 (d) AutoAttack-standard (APGD-CE, APGD-T, FAB-T, Square at the reference
     100 iterations, 9 targets, 5000 queries) on 64 digits with the small CNN
     of the tests: our wall time vs torchattacks' attacks chained the same way.
 
-(a)-(c) use a 3-conv CNN on 32x32x3 inputs with random weights; times are the
-median of --repeats runs after a warm-up (compile excluded, reported apart).
-PyTorch runs with as many threads as there are cores.
+(a)-(c) use a 3-conv CNN on 32x32x3 inputs with random weights. The
+contenders of (a) and (c) run in turns, one call each per round, for
+--repeats rounds after a warm-up (compile excluded, reported apart), so a
+shared machine whose speed drifts slows them alike; times are the medians.
+`--variants` adds the step-loop forms tried for XLA:CPU: the loop without
+`conv_layout` (the previous default), partial unrolling, full unrolling and
+chunks of steps driven from Python. PyTorch runs with as many threads as
+there are cores. A competitor that is not installed is skipped with a line.
 """
 
 import argparse
@@ -90,44 +100,147 @@ def timed(fn, repeats):
   return statistics.median(times), first
 
 
+def in_turns(fns, repeats):
+  """{name: (median seconds, first-call seconds)}, the fns run in turns."""
+  first, times = {}, {name: [] for name in fns}
+  for name, fn in fns.items():
+    t = time.perf_counter()
+    fn()
+    first[name] = time.perf_counter() - t
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      t = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t)
+  return {name: (statistics.median(times[name]), first[name]) for name in fns}
+
+
+def missing(rows, letter, what, module):
+  """Appends a 'skipped' row when `module` cannot be imported."""
+  try:
+    __import__(module)
+    return False
+  except ImportError:
+    rows.append((letter, what, 'skipped', '', f'{module} is not installed'))
+    return True
+
+
+def chunked_pgd(f, y, eps, k, chunk):
+  """PGD (last iterate) as k / chunk calls of a jitted chunk of steps."""
+  step = eps / 4
+
+  @jax.jit
+  def start(key, x):
+    delta = jax.random.uniform(key, x.shape, x.dtype, -eps, eps)
+    return jnp.clip(x + delta, 0.0, 1.0)
+
+  @jax.jit
+  def run(x_adv, x):
+    for _ in range(chunk):
+      _, _, g = losses.loss_and_grad(
+          f, lambda lg: losses.cross_entropy(lg, y), x_adv)
+      x_adv = jnp.clip(jnp.clip(x_adv + step * jnp.sign(g), x - eps, x + eps),
+                       0.0, 1.0)
+    return x_adv
+
+  def attack(key, x):
+    x_adv = start(key, x)
+    for _ in range(k // chunk):
+      x_adv = run(x_adv, x)
+    return x_adv
+
+  return attack
+
+
 def bench_pgd(args, rows):
   """Comparisons (a), (b), (c)."""
+  from unittest import mock  # pylint: disable=g-import-not-at-top
+  from robustmq_jax.attacks import conv_layout  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.uniform(size=(args.batch, 32, 32, 3)), jnp.float32)
   y = jnp.asarray(rng.integers(0, 10, args.batch), jnp.int32)
   params = CNN().init(jax.random.key(0), x[:1])
   f = lambda z: CNN().apply(params, z)
   eps, k = 8 / 255, args.steps
+  key = jax.random.key(1)
+  keys = jax.random.split(key, args.batch)  # per example, as the suite
 
   vg = jax.jit(lambda z: losses.loss_and_grad(
       f, lambda lg: losses.cross_entropy(lg, y), z)[2])
-  pgd = jax.jit(lambda key, z: attacks.pgd(
-      key, f, z, y, eps=eps, step_size=eps / 4, steps=k, return_best=False))
-  pgd_best = jax.jit(lambda key, z: attacks.pgd(
-      key, f, z, y, eps=eps, step_size=eps / 4, steps=k))
-  pgd_unrolled = jax.jit(lambda key, z: attacks.pgd(
-      key, f, z, y, eps=eps, step_size=eps / 4, steps=k, return_best=False,
-      unroll=True))
-  key = jax.random.key(1)
-  t_vg, c_vg = timed(lambda: vg(x).block_until_ready(), args.repeats)
-  t_pgd, c_pgd = timed(lambda: pgd(key, x).block_until_ready(), args.repeats)
-  t_best, _ = timed(lambda: pgd_best(key, x).block_until_ready(),
-                    args.repeats)
-  t_unr, c_unr = timed(lambda: pgd_unrolled(key, x).block_until_ready(),
-                       args.repeats)
-  rows.append(('a', f'PGD-{k} / ({k} x value_and_grad), last iterate',
-               f'{t_pgd / (k * t_vg):.3f}', '<= 1.1',
-               f'PGD {t_pgd * 1e3:.1f} ms, v&g {t_vg * 1e3:.2f} ms '
-               f'(compile {c_pgd:.1f} s / {c_vg:.1f} s)'))
-  rows.append(('a', f'PGD-{k} / ({k} x value_and_grad), default '
-               '(keeps first success)', f'{t_best / (k * t_vg):.3f}',
-               '<= 1.1', f'PGD {t_best * 1e3:.1f} ms'))
-  rows.append(('a', f'PGD-{k} / ({k} x value_and_grad), last iterate, '
-               'unroll=True', f'{t_unr / (k * t_vg):.3f}', '<= 1.1',
-               f'PGD {t_unr * 1e3:.1f} ms (compile {c_unr:.1f} s)'))
-  ours_ips = args.batch / t_pgd
+  # The adversarial suite's PGD program (suites/adversarial.py `_attack`):
+  # eps, step size, step count and random start are traced values.
+  suite_pgd = jax.jit(lambda kk, z, e, a, n, r: attacks.pgd(
+      kk, f, z, y, eps=e, step_size=a, steps=n, random_start=r))
+  suite_args = (keys, x, jnp.float32(eps), jnp.float32(eps / 4),
+                jnp.int32(k), jnp.bool_(True))
 
-  if 'b' not in args.skip:
+  def pgd(**kw):
+    return jax.jit(lambda kk, z: attacks.pgd(
+        kk, f, z, y, eps=eps, step_size=eps / 4, steps=k, **kw))
+
+  block = lambda fn, *a: (lambda: jax.block_until_ready(fn(*a)))
+  contenders = {
+      'vg': block(vg, x),
+      'default': block(suite_pgd, *suite_args),
+      'last': block(pgd(return_best=False), key, x),
+      'apgd': block(jax.jit(lambda kk, z: attacks.apgd_ce(
+          kk, f, z, y, eps=eps, steps=k)), key, x),
+  }
+  labels = {
+      'default': (f'PGD-{k} / ({k} x value_and_grad), default path (the '
+                  "suite's program: traced steps, keeps first success)"),
+      'last': f'PGD-{k} / ({k} x value_and_grad), static steps, last iterate',
+      'apgd': f'APGD-CE-{k} / ({k} x value_and_grad)',
+  }
+  compile_s = {}
+  if args.variants:
+    with mock.patch.object(conv_layout, 'wanted', lambda: False):
+      for u in (1, 2, 4, True):
+        name = f'plain_u{u}'
+        fn = pgd(return_best=False, unroll=u)
+        contenders[name] = block(fn, key, x)
+        t0 = time.perf_counter()
+        contenders[name]()  # Traced (and compiled) under the patch.
+        compile_s[name] = time.perf_counter() - t0
+        labels[name] = (f'PGD-{k}, last iterate, without conv_layout, '
+                        f'unroll={u}')
+    contenders['unrolled'] = block(pgd(return_best=False, unroll=True), key,
+                                   x)
+    labels['unrolled'] = f'PGD-{k}, last iterate, unroll=True'
+    for chunk in (5, k):
+      name = f'chunk{chunk}'
+      contenders[name] = block(chunked_pgd(f, y, eps, k, chunk), key, x)
+      labels[name] = (f'PGD-{k}, last iterate, {k // chunk} Python calls of '
+                      f'a jitted {chunk}-step chunk')
+  fb_attack = None
+  if 'c' not in args.skip and not missing(
+      rows, 'c', f'PGD-{k} images/s, ours / foolbox LinfPGD (JAX)',
+      'foolbox'):
+    import foolbox as fb  # pylint: disable=g-import-not-at-top
+    fmodel = fb.JAXModel(f, bounds=(0, 1))
+    fb_attack = fb.attacks.LinfPGD(abs_stepsize=eps / 4, steps=k,
+                                   random_start=True)
+    contenders['foolbox'] = lambda: jax.block_until_ready(
+        fb_attack(fmodel, x, y, epsilons=eps)[1])
+  t = in_turns(contenders, args.repeats)
+  t_vg = t['vg'][0]
+  for name, label in labels.items():
+    sec, first = t[name]
+    first = compile_s.get(name, first)
+    rows.append(('a', label, f'{sec / (k * t_vg):.3f}', '<= 1.1',
+                 f'{sec * 1e3:.1f} ms, v&g {t_vg * 1e3:.2f} ms (first call '
+                 f'{first:.1f} s / {t["vg"][1]:.1f} s)'))
+  t_pgd = t['default'][0]
+  if fb_attack is not None:
+    t_fb = t['foolbox'][0]
+    rows.append(('c', f'PGD-{k} images/s, ours (default path) / foolbox '
+                 'LinfPGD (JAX)', f'{t_fb / t_pgd:.2f}', '>= 2',
+                 f'ours {args.batch / t_pgd:.0f} img/s, foolbox '
+                 f'{args.batch / t_fb:.0f} img/s; foolbox / {k} v&g = '
+                 f'{t_fb / (k * t_vg):.2f}'))
+
+  if 'b' not in args.skip and not missing(
+      rows, 'b', f'PGD-{k} images/s, ours / torchattacks', 'torchattacks'):
     import torch  # pylint: disable=g-import-not-at-top
     import torchattacks  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(os.cpu_count())
@@ -136,24 +249,14 @@ def bench_pgd(args, rows):
     yt = torch.from_numpy(np.asarray(y)).long()
     atk = torchattacks.PGD(net, eps=eps, alpha=eps / 4, steps=k,
                            random_start=True)
-    t_torch, _ = timed(lambda: atk(xt, yt), args.repeats)
-    rows.append(('b', f'PGD-{k} images/s, ours / torchattacks',
-                 f'{ours_ips / (args.batch / t_torch):.2f}', '>= 1.0',
-                 f'ours {ours_ips:.0f} img/s ({args.batch / t_unr:.0f} '
-                 f'unrolled), torchattacks {args.batch / t_torch:.0f} img/s'))
-
-  if 'c' not in args.skip:
-    import foolbox as fb  # pylint: disable=g-import-not-at-top
-    fmodel = fb.JAXModel(f, bounds=(0, 1))
-    fpgd = fb.attacks.LinfPGD(abs_stepsize=eps / 4, steps=k,
-                              random_start=True)
-    run_fb = lambda: jax.block_until_ready(
-        fpgd(fmodel, x, y, epsilons=eps)[1])
-    t_fb, _ = timed(run_fb, args.repeats)
-    rows.append(('c', f'PGD-{k} images/s, ours / foolbox LinfPGD (JAX)',
-                 f'{t_fb / t_pgd:.2f}', '>= 2',
-                 f'foolbox {args.batch / t_fb:.0f} img/s; unrolled ours: '
-                 f'{t_fb / t_unr:.2f}'))
+    tt = in_turns({'torch': lambda: atk(xt, yt),
+                   'ours': contenders['default']}, args.repeats)
+    ours_ips = args.batch / tt['ours'][0]
+    torch_ips = args.batch / tt['torch'][0]
+    rows.append(('b', f'PGD-{k} images/s, ours (default path) / '
+                 'torchattacks', f'{ours_ips / torch_ips:.2f}', '>= 1.0',
+                 f'ours {ours_ips:.0f} img/s, torchattacks {torch_ips:.0f} '
+                 'img/s'))
 
 
 def bench_autoattack(args, rows):
@@ -196,23 +299,33 @@ def bench_autoattack(args, rows):
                f'{acc_torch:.3f}'))
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--steps', type=int, default=20)
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--skip', default='', help="letters to skip, e.g. 'd'")
-  args = parser.parse_args()
+  parser.add_argument('--variants', action='store_true',
+                      help='also time the step-loop forms we tried')
+  parser.add_argument('--quick', action='store_true',
+                      help='3 repeats and no AutoAttack timing (d)')
+  args = parser.parse_args(argv)
+  if args.quick:
+    args.repeats = min(args.repeats, 3)
+    args.skip += 'd'
   print(f'jax {jax.__version__} on {jax.devices()[0].platform}, '
-        f'{os.cpu_count()} cores; batch {args.batch}, {args.steps} steps')
+        f'{os.cpu_count()} cores; batch {args.batch}, {args.steps} steps; '
+        f'load average {os.getloadavg()[0]:.1f}')
   rows = []
   bench_pgd(args, rows)
-  if 'd' not in args.skip:
+  if 'd' not in args.skip and not missing(
+      rows, 'd', 'AutoAttack-standard, torchattacks / ours', 'torchattacks'):
     bench_autoattack(args, rows)
   print('| | comparison | ratio | goal | detail |')
   print('|---|---|---|---|---|')
   for r in rows:
     print('| ' + ' | '.join(r) + ' |')
+  return rows
 
 
 if __name__ == '__main__':
