@@ -15,7 +15,10 @@ drifts slows both alike; the speed-up is the median of the rounds' ratios.
 Prints images/s for both, the speed-up and its geometric mean.
 
     JAX_PLATFORMS=cpu python benchmarks/corruptions.py [--severity 3]
-        [--batch 32] [--names fog,snow]
+        [--batch 32] [--names fog,snow] [--quick]
+
+`--quick` (benchmarks/all.py): one round, 2 repeats, 4 s of reference per
+corruption.
 """
 
 import argparse
@@ -98,7 +101,12 @@ def main():
   parser.add_argument('--reference_budget_s', type=float, default=10.0,
                       help='stop the reference after this long (seconds)')
   parser.add_argument('--names', default='all')
+  parser.add_argument('--quick', action='store_true',
+                      help='1 round, 2 repeats, 4 s of reference each')
   args = parser.parse_args()
+  if args.quick:
+    args.rounds, args.repeats = 1, min(args.repeats, 2)
+    args.reference_budget_s = min(args.reference_budget_s, 4.0)
   for flag in ('repeats', 'rounds', 'batch'):
     if getattr(args, flag) < 1:
       parser.error(f'--{flag}={getattr(args, flag)}: must be an integer >= 1')
@@ -107,7 +115,7 @@ def main():
   images = photos(args.batch)
   print(f'jax {jax.__version__} on {jax.devices()[0].platform}, '
         f'{os.cpu_count()} CPUs; batch {args.batch} x 224x224, severity '
-        f'{args.severity}')
+        f'{args.severity}; load average {os.getloadavg()[0]:.1f}')
   print(f'{"corruption":18s} {"ours img/s":>10s} {"ref img/s":>10s} '
         f'{"speed-up":>9s} {"compile s":>9s} {"ref n":>5s}')
   ratios = []
