@@ -179,3 +179,35 @@ def test_tables():
     assert set(t.values) == set(corruptions.ALL)
     for name in corruptions.ALL:
       assert all(len(v) == 5 for v in t.fields(name).values())
+
+
+CHUNKED = [n for n in corruptions.ALL
+           if corruptions.get(n).spec.cpu_chunk]
+
+
+@pytest.mark.parametrize('name', CHUNKED)
+def test_cpu_chunks_give_the_batched_images(name, images, monkeypatch):
+  """Spec.cpu_chunk (a lax.map over chunks, on one CPU device) gives the
+  batched images: bitwise, up to one float32 rounding (6e-8 near 1) of a
+  final elementwise blend (spatter). An odd batch checks the remainder
+  chunk."""
+  from robustmq_jax.corruptions import base  # pylint: disable=g-import-not-at-top
+  spec = corruptions.get(name).spec
+  batch = 2 * spec.cpu_chunk + 1
+  keys = corruptions.keys_for_ids(jax.random.key(3), jnp.arange(batch))
+  x = jnp.asarray(images[:batch], jnp.float32) / 255.0
+  # Compiled while the device count is patched (a fresh function each).
+  run = lambda: jax.jit(lambda k, v, s: base.run(spec, k, v, s, None)).lower(
+      keys, x, jnp.int32(1)).compile()
+  monkeypatch.setattr(jax, 'device_count', lambda: 1)
+  assert base.chunked(spec, batch)
+  chunked = run()
+  monkeypatch.setattr(jax, 'device_count', lambda: 8)
+  assert not base.chunked(spec, batch)
+  batched = run()
+  loops = lambda c: c.as_text().count(' while(')
+  assert loops(chunked) > loops(batched)
+  for s in (1, 3, 5):
+    np.testing.assert_allclose(chunked(keys, x, jnp.int32(s)),
+                               batched(keys, x, jnp.int32(s)), rtol=0,
+                               atol=6e-8)

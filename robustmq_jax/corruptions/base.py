@@ -41,7 +41,16 @@ class Spec:
       whole batch (`vmap`), as on accelerators. Chunks keep the
       intermediates of multi-pass kernels (FFTs, filter cascades, JPEG's
       DCT passes) in the CPU's caches; single-pass kernels are faster
-      batched. Only set where the result is bitwise the same.
+      batched. Only set where the result is the same: bitwise, or up to
+      one float32 rounding of a final elementwise blend (XLA:CPU's
+      vectorised loops round some elements with fused multiply-adds
+      depending on how the array is split between threads, so even a
+      batched elementwise result is only reproducible to that).
+    batched: optional ``batched(seed, image, p, static) -> draws``, run for
+      the whole batch (`vmap`) before `impl`, which then receives `draws`
+      in place of the seed. For float work whose rounding depends on the
+      batch shape (matrix products, transcendental functions), so that
+      only the rest (e.g. integer image operations) runs in chunks.
   """
   name: str
   impl: Callable[..., jax.Array]
@@ -49,6 +58,7 @@ class Spec:
   random: bool
   family: str
   cpu_chunk: int = 0
+  batched: Callable[..., Any] | None = None
 
 
 SPECS: dict[str, Spec] = {}
@@ -114,6 +124,8 @@ def run(spec: Spec, key, images, severity, table) -> jax.Array:
     seeds = rng.seed_words(rng.example_keys(key, b))
   else:
     seeds = jnp.zeros((b, 2), jnp.uint32)
+  if spec.batched is not None:
+    seeds = jax.vmap(lambda s, xi: spec.batched(s, xi, p, static))(seeds, x)
   one = lambda s, xi: spec.impl(s, xi, p, static)
   if chunked(spec, b):
     out = jax.lax.map(lambda a: one(*a), (seeds, x),
@@ -150,11 +162,12 @@ _ARGS_DOC = """
 
 
 def corruption(name: str, *, family: str, random: bool = True,
-               prepare: Prepare | None = None, cpu_chunk: int = 0):
+               prepare: Prepare | None = None, cpu_chunk: int = 0,
+               batched: Callable[..., Any] | None = None):
   """Registers a per-example `impl` and returns the public batched function."""
   def deco(impl):
     spec = Spec(name, impl, prepare or default_prepare(name), random, family,
-                cpu_chunk)
+                cpu_chunk, batched)
     SPECS[name] = spec
 
     def public(key, images, *, severity, table=None):

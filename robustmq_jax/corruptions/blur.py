@@ -50,7 +50,7 @@ def _prepare_defocus(table, h, w):
 
 
 @corruption('defocus_blur', family='blur', random=False,
-            prepare=_prepare_defocus)
+            prepare=_prepare_defocus, cpu_chunk=2)
 def defocus_blur(seed, x, p, static):
   """Defocus: correlation with an anti-aliased disk (OpenCV `filter2D`,
   border reflect-101), computed by FFT."""
@@ -193,7 +193,8 @@ def motion_core(x, angle, p, static):
                              max_radius=static['max_radius'])
 
 
-@corruption('motion_blur', family='blur', prepare=_prepare_motion)
+@corruption('motion_blur', family='blur', prepare=_prepare_motion,
+            cpu_chunk=2)
 def motion_blur(seed, x, p, static):
   """Motion blur along an angle drawn from U(-45, 45) degrees.
 

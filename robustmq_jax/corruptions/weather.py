@@ -270,13 +270,31 @@ def _prepare_spatter(table, h, w):
   }
 
 
-def spatter_core(x, normal_layer, p, static):
-  """Spatter given the standard-normal layer [H, W]."""
+def spatter_layers(normal_layer, p, static):
+  """The float layers of spatter: (liquid [H, W], mud mask [H, W] or 0).
+
+  Matrix products and a threshold: computed for the whole batch at once
+  (`Spec.batched`), so their rounding never depends on the chunking of the
+  integer water mask that follows.
+  """
   liquid = p['mean'] + p['std'] * normal_layer
   liquid = filters.gaussian_filter(liquid, p['sigma'], (0, 1),
                                    max_sigma=static['max_sigma'])
   thr = p['threshold']
   liquid = jnp.where(liquid < thr, 0.0, liquid)
+
+  def mud(liquid):
+    m = (liquid > thr).astype(jnp.float32)
+    m = filters.gaussian_filter(m, p['intensity_or_sigma'], (0, 1),
+                                max_sigma=max(static['max_mud_sigma'], 1e-3))
+    return jnp.where(m < 0.8, 0.0, m)
+
+  m = lax.cond(p['mud'] > 0, mud, jnp.zeros_like, liquid)
+  return liquid, m
+
+
+def spatter_blend(x, liquid, mud_mask, p):
+  """Spatter from its layers: water drops or mud on the image."""
 
   def water(x):
     # (liquid * 255).astype(uint8): truncation, wrapping above 255.
@@ -289,18 +307,26 @@ def spatter_core(x, normal_layer, p, static):
     return x + m * color
 
   def mud(x):
-    m = (liquid > thr).astype(jnp.float32)
-    m = filters.gaussian_filter(m, p['intensity_or_sigma'], (0, 1),
-                                max_sigma=max(static['max_mud_sigma'], 1e-3))
-    m = jnp.where(m < 0.8, 0.0, m)[..., None]
+    m = mud_mask[..., None]
     color = jnp.asarray([63.0, 42.0, 20.0], jnp.float32) / 255.0
     return x * (1 - m) + color * m
 
   return lax.cond(p['mud'] > 0, mud, water, x)
 
 
-@corruption('spatter', family='weather', prepare=_prepare_spatter)
-def spatter(seed, x, p, static):
+def spatter_core(x, normal_layer, p, static):
+  """Spatter given the standard-normal layer [H, W]."""
+  return spatter_blend(x, *spatter_layers(normal_layer, p, static), p)
+
+
+def _spatter_layers(seed, x, p, static):
+  h, w, _ = x.shape
+  return spatter_layers(rng.normal(seed, (h, w)), p, static)
+
+
+@corruption('spatter', family='weather', prepare=_prepare_spatter,
+            batched=_spatter_layers, cpu_chunk=2)
+def spatter(layers, x, p, static):
   """Spatter: water drops (severities 1-3) or mud (4-5) on the lens.
 
   Water: a Gaussian-smoothed N(mean, std) layer, thresholded, cast to
@@ -308,7 +334,8 @@ def spatter(seed, x, p, static):
   chamfer), truncated at 20; box blur; histogram equalisation; an emboss
   kernel; box blur; the product with the layer, normalised, tints the image
   pale turquoise (`opencv_ops.water_mask`). Mud: the thresholded layer,
-  blurred, keeps values >= 0.8 and blends in brown.
+  blurred, keeps values >= 0.8 and blends in brown. `layers` comes from
+  `spatter_layers` (run for the whole batch; see `Spec.batched`).
   """
-  h, w, _ = x.shape
-  return spatter_core(x, rng.normal(seed, (h, w)), p, static)
+  del static
+  return spatter_blend(x, *layers, p)
