@@ -1,11 +1,14 @@
-"""The main job's command line: `--config.x=y` overrides, `--help`, errors."""
+"""The jobs' command line: `--config.x=y` overrides, `--help`, errors."""
 
 import os
 import sys
-from typing import NoReturn, Sequence
+from typing import Callable, NoReturn, Sequence
+
+from absl import flags
 
 from robustmq_jax import config_loading
 from robustmq_jax import settings as settings_lib
+from robustmq_jax.errors import UserError
 
 split_argv = config_loading.split_argv
 
@@ -23,6 +26,39 @@ def print_and_exit(text: str) -> NoReturn:
   except BrokenPipeError:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
   sys.exit(0)
+
+
+def parse_flags(argv: Sequence[str], overrides: list[tuple[str, str]],
+                help_text_fn: Callable[[], str]) -> list[str]:
+  """absl's flag parsing with `--config.x=y` set aside into `overrides`.
+
+  `--help` prints `help_text_fn()` and exits 0; a bad flag or override is
+  one sentence and exit 2. The default verbosity shows warnings and the
+  progress line only (-v 0 logs more).
+  """
+  if any(a in ('-h', '--help', '-help', '--helpshort') for a in argv[1:]):
+    print_and_exit(help_text_fn())
+  try:
+    rest, found = split_argv(argv)
+    overrides[:] = found
+    rest = flags.FLAGS(rest)
+    if flags.FLAGS['verbosity'].using_default_value:
+      flags.FLAGS.verbosity = -1
+    return rest
+  except flags.Error as e:
+    fail(f'{e}; see --help.')
+  except UserError as e:
+    fail(str(e))
+
+
+def check_invocation(argv: Sequence[str]) -> None:
+  """No positional arguments; --config and --workdir given (UserError)."""
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments {argv[1:]}; allowed: flags '
+                    'only (--config, --workdir, --config.FIELD=VALUE).')
+  for name in ('config', 'workdir'):
+    if not flags.FLAGS[name].value:
+      raise UserError(f'--{name} is required; see --help.')
 
 
 def help_text(prog: str = 'python -m robustmq_jax.main') -> str:

@@ -85,29 +85,12 @@ exit code 2."""
 
 
 def _parse_flags(argv: Sequence[str]) -> list[str]:
-  if any(a in ('-h', '--help', '-help', '--helpshort') for a in argv[1:]):
-    cli.print_and_exit(help_text())
-  try:
-    rest, overrides = cli.split_argv(argv)
-    _OVERRIDES[:] = overrides
-    rest = flags.FLAGS(rest)
-    if flags.FLAGS['verbosity'].using_default_value:
-      flags.FLAGS.verbosity = -1  # Warnings and the progress lines.
-    return rest
-  except flags.Error as e:
-    cli.fail(f'{e}; see --help.')
-  except UserError as e:
-    cli.fail(str(e))
+  return cli.parse_flags(argv, _OVERRIDES, help_text)
 
 
 def main(argv: Sequence[str]) -> None:
   try:
-    if len(argv) > 1:
-      raise UserError(f'unexpected arguments {argv[1:]}; allowed: flags '
-                      'only (--config, --workdir, --config.FIELD=VALUE).')
-    for name in ('config', 'workdir'):
-      if not flags.FLAGS[name].value:
-        raise UserError(f'--{name} is required; see --help.')
+    cli.check_invocation(argv)
     if flags.FLAGS.multihost:  # Before anything asks JAX for its devices.
       jax.distributed.initialize()
     jax_setup.compilation_cache(flags.FLAGS.compilation_cache)
