@@ -39,10 +39,10 @@ class Spec:
     cpu_chunk: on a single CPU device, corrupt this many images at a time
       (a `lax.map` over chunks) instead of the whole batch at once; 0 = the
       whole batch (`vmap`), as on accelerators. Chunks keep the
-      intermediates of multi-pass kernels (FFTs, filter cascades, JPEG's
-      DCT passes) in the CPU's caches; single-pass kernels are faster
-      batched. Only set where the result is the same: bitwise, or up to
-      one float32 rounding of a final elementwise blend (XLA:CPU's
+      intermediates of multi-pass kernels (FFTs, tap cascades, Canny) in
+      the CPU's caches; single-pass kernels are faster batched. Only set
+      where the result is the same: bitwise, or up to one float32
+      rounding of a final elementwise blend (XLA:CPU's
       vectorised loops round some elements with fused multiply-adds
       depending on how the array is split between threads, so even a
       batched elementwise result is only reproducible to that).
