@@ -199,7 +199,8 @@ def run_one(bench: Benchmark, out_dir: str, *, full: bool, timeout_s: float,
   seconds = time.perf_counter() - t
   with open(log_path, 'w') as f:
     f.write(f'$ {" ".join(cmd)}\n{stdout}\n--- stderr ---\n{stderr}')
-  record = {'name': bench.name, 'command': ' '.join(cmd[1:]),
+  shown = [os.path.relpath(cmd[1], ROOT)] + cmd[2:]
+  record = {'name': bench.name, 'command': ' '.join(shown),
             'seconds': round(seconds, 1), 'rows': []}
   missing = _MISSING.search(stderr)
   if code == 0:
