@@ -17,7 +17,7 @@
 # the cells its workdir already holds.
 #
 # Environment: WORKDIR (required; a shared folder or gs://); SHARDS (4);
-# CONFIG (configs/resnet18_w4.py); NODES per task (1; above 1 the task runs one
+# CONFIG (configs/robustmq.py); NODES per task (1; above 1 the task runs one
 # process per node with srun and --multihost, jax.distributed finding its
 # peers from SLURM's environment); SBATCH_ARGS (e.g. "--partition=gpu
 # --gres=gpu:1 --time=24:00:00 --cpus-per-task=8"); PYTHON (python);
@@ -25,7 +25,7 @@
 set -euo pipefail
 : "${WORKDIR:?set WORKDIR to a folder every node sees}"
 SHARDS=${SHARDS:-4}
-CONFIG=${CONFIG:-configs/resnet18_w4.py}
+CONFIG=${CONFIG:-configs/robustmq.py}
 NODES=${NODES:-1}
 PYTHON=${PYTHON:-python}
 read -r -a sbatch_args <<< "${SBATCH_ARGS:---gres=gpu:1 --cpus-per-task=8}"

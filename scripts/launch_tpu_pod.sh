@@ -17,7 +17,7 @@
 #   python scripts/make_report.py --workdir=gs://b/s1 --workdir=gs://b/s2 \
 #       --out=gs://b/merged
 #
-# Environment: TPU, ZONE (required); PROJECT; CONFIG (configs/resnet18_w4.py);
+# Environment: TPU, ZONE (required); PROJECT; CONFIG (configs/robustmq.py);
 # REPO (the checkout on the workers, ~/robustmq_jax); SHARD; INSTALL=1 to
 # `pip install` the checkout on every worker first; DRY_RUN=1 prints the
 # gcloud command instead of running it.
@@ -25,7 +25,7 @@ set -euo pipefail
 : "${TPU:?set TPU to the TPU VM (pod slice) name}"
 : "${ZONE:?set ZONE to the TPU VM zone}"
 : "${WORKDIR:?set WORKDIR to a folder every host sees (gs://bucket/run)}"
-CONFIG=${CONFIG:-configs/resnet18_w4.py}
+CONFIG=${CONFIG:-configs/robustmq.py}
 REPO=${REPO:-'~/robustmq_jax'}
 
 extra=""
