@@ -23,6 +23,8 @@ from absl import logging
 import numpy as np
 from PIL import Image
 
+from robustmq_jax.results import files as files_lib
+
 FOLDER = os.path.join('plots', 'examples')
 _META = 'strip.json'
 _VERSION = 2
@@ -150,9 +152,8 @@ def _through_cache(ident: Any, folder: str, compute, files_of):
     os.makedirs(cache, exist_ok=True)
     for name in files_of(meta):
       shutil.copyfile(os.path.join(folder, name), os.path.join(cache, name))
-    with open(meta_path + '.tmp', 'w') as f:
-      json.dump(meta, f)
-    os.replace(meta_path + '.tmp', meta_path)
+    # A unique temporary name: two runs may fill the user cache at once.
+    files_lib.write_atomic(meta_path, json.dumps(meta))
   except OSError as e:  # A read-only home: no cache, nothing lost.
     logging.info('example image cache not written: %s', e)
   return meta
@@ -312,8 +313,6 @@ def write_example_strip(workdir: str, rows: Sequence[Mapping[str, Any]], *,
               f'; {why}.'))
   meta = {'key': key, 'original': original, 'corruptions': corrs,
           'adversarial': adv, 'note': note}
-  with open(os.path.join(folder, _META + '.tmp'), 'w') as f:
-    json.dump(meta, f, indent=1)
-  os.replace(os.path.join(folder, _META + '.tmp'),
-             os.path.join(folder, _META))
+  files_lib.write_atomic(os.path.join(folder, _META),
+                         json.dumps(meta, indent=1))
   return Strip(folder, original, corrs, adv, note)
