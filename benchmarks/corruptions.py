@@ -7,7 +7,8 @@ Both run side by side in one process on the same 224x224 photographs
   the compile is shared by all severities; compile time excluded), median of
   `--repeats` runs;
 * reference: `imagecorruptions.corrupt` (1.1.2, patched for NumPy 2 by
-  tests/imagecorruptions_compat.py) image by image, as its users call it.
+  robustmq_jax/testing/imagecorruptions_compat.py) image by image, as its
+  users call it.
 
 The two alternate for `--rounds` rounds per corruption (the reference's
 time budget is split between them), so that a shared machine whose speed
@@ -31,10 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tests'))
-import imagecorruptions_compat  # pylint: disable=g-import-not-at-top,wrong-import-position
+# This checkout's package, whichever one is installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from robustmq_jax import corruptions  # pylint: disable=wrong-import-position
+from robustmq_jax import corruptions  # pylint: disable=g-import-not-at-top
+from robustmq_jax.testing import imagecorruptions_compat  # pylint: disable=g-import-not-at-top
 
 
 def photos(n: int, side: int = 224) -> np.ndarray:

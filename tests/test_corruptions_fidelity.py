@@ -1,8 +1,8 @@
 """Fidelity to the reference: `imagecorruptions` 1.1.2 (patched for NumPy 2
-by tests/imagecorruptions_compat.py, run with our tables' parameters) and,
-where that package departs from hendrycks/robustness (frost, elastic, zoom's
-centre trim, pixelate's BOX up-sampling), hendrycks' behaviour written out in
-the compat module.
+by robustmq_jax/testing/imagecorruptions_compat.py, run with our tables'
+parameters) and, where that package departs from hendrycks/robustness
+(frost, elastic, zoom's centre trim, pixelate's BOX up-sampling), hendrycks'
+behaviour written out in the compat module.
 
 * Deterministic corruptions, and the random ones given the same random draws
   (we inject ours into the reference's NumPy calls): mean absolute pixel
@@ -38,8 +38,8 @@ from robustmq_jax.corruptions import digital  # pylint: disable=wrong-import-pos
 from robustmq_jax.corruptions import params  # pylint: disable=wrong-import-position
 from robustmq_jax.corruptions import rng  # pylint: disable=wrong-import-position
 from robustmq_jax.corruptions import weather  # pylint: disable=wrong-import-position
+from robustmq_jax.testing import imagecorruptions_compat as compat  # pylint: disable=wrong-import-position
 from tests import corruption_testlib as lib  # pylint: disable=wrong-import-position
-from tests import imagecorruptions_compat as compat  # pylint: disable=wrong-import-position
 from tests.test_corruptions import NON_MONOTONE  # pylint: disable=wrong-import-position
 
 TOLERANCE = 2.0  # mean |difference| in uint8 levels (2/255 of the range)

@@ -1,7 +1,7 @@
 """Runs `imagecorruptions` 1.1.2 on NumPy 2, scikit-image 0.26, setuptools 80+.
 
 The released package fails on today's stack in four places, patched here
-(in the test harness only):
+(for the tests and benchmarks only; the library never imports it):
 
 * `from pkg_resources import resource_filename` (setuptools >= 80 dropped
   pkg_resources): a stand-in module resolving paths inside the package.
