@@ -174,7 +174,9 @@ def get_kernel(params: Any, path: str) -> jax.Array:
   return node['kernel']
 
 
-@functools.lru_cache(maxsize=None)
+# One function object per conv geometry (a stable identity for jit's cache);
+# a handful per model, bounded.
+@functools.lru_cache(maxsize=512)
 def _conv_fn(conv: tuple[tuple[str, Any], ...]):
   kwargs = dict(conv)
   return lambda x, w: lax.conv_general_dilated(x, w, **kwargs)

@@ -112,7 +112,10 @@ def conv_operator_norm(kernel: jax.Array, layer: WeightLayer, *,
   return _operator_jit(layer, iters)(key, kernel.astype(jnp.float32), shape)
 
 
-@functools.lru_cache(maxsize=None)
+# One jitted power iteration per layer, so that the layer-wise search
+# reuses it; bounded, and its compiled programs go with the runner's
+# `jax.clear_caches()` between model/precision blocks.
+@functools.lru_cache(maxsize=512)
 def _operator_jit(layer: WeightLayer, iters: int):
 
   @functools.partial(jax.jit, static_argnums=(2,))

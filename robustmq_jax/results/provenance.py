@@ -31,7 +31,6 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 # How data/ turns a decoded image into the model input (data/preprocess.py).
 PREPROCESSING = 'res256crop224-pil-bilinear;model-size-kept'
 _HASH_CHARS = 16
-_hash_cache: dict[tuple[Any, ...], str] = {}
 
 
 @functools.cache
@@ -104,23 +103,28 @@ def _listing(folder: str) -> list[tuple[str, int, Any]]:
 def folder_hash(folder: str) -> str:
   """Content hash of every file under `folder` (names and bytes).
 
-  `folder` is local or an epath location (gs://...). Cached in-process on
-  (path, name, size, mtime) of the files, so a rerun in the same process
+  `folder` is local or an epath location (gs://...). Memoized on (path,
+  name, size, mtime in ns) of the files, so a rerun in the same process
   reads nothing twice; a changed file changes the hash.
   """
   listing = _listing(folder)
-  key = (os.path.abspath(folder) if files_lib.is_local(folder) else folder,
-         tuple(listing))
-  if key not in _hash_cache:
-    h = hashlib.sha256()
-    for rel, _, _ in listing:
-      h.update(rel.encode() + b'\0')
-      with files_lib.path(folder).joinpath(rel).open('rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-          h.update(block)
-      h.update(b'\0')
-    _hash_cache[key] = h.hexdigest()[:_HASH_CHARS]
-  return _hash_cache[key]
+  return _hash_files(
+      os.path.abspath(folder) if files_lib.is_local(folder) else folder,
+      tuple(listing))
+
+
+# A pure memo (a few strings per checkpoint folder), bounded; no run state.
+@functools.lru_cache(maxsize=256)
+def _hash_files(folder: str, listing: tuple[tuple[str, int, Any], ...]
+                ) -> str:
+  h = hashlib.sha256()
+  for rel, _, _ in listing:
+    h.update(rel.encode() + b'\0')
+    with files_lib.path(folder).joinpath(rel).open('rb') as f:
+      for block in iter(lambda: f.read(1 << 20), b''):
+        h.update(block)
+    h.update(b'\0')
+  return h.hexdigest()[:_HASH_CHARS]
 
 
 def tree_hash(tree: Any) -> str | None:
