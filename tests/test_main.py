@@ -1,5 +1,6 @@
 """The main job end to end on the embedded sample, reruns and bad input."""
 
+import csv
 import importlib.util
 import json
 import os
@@ -7,10 +8,13 @@ import shutil
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from robustmq_jax import runner
 from robustmq_jax import settings as settings_lib
+from robustmq_jax.checkpoints import io as checkpoints_io
 from robustmq_jax.errors import UserError
 from robustmq_jax.results import cell_key
 from robustmq_jax.results import latest
@@ -158,17 +162,41 @@ def test_repointed_checkpoint_adds_rows_and_latest_shows_them(tmp_path,
   same = runner.run(sample_config(
       **{'checkpoints.vit_tiny_patch4_32': str(copy)}), workdir)
   assert len(same) == 1
-  # Other weights (retrained): a new row beside the old one.
-  (copy / 'retrained.txt').write_text('another training run\n')
+  # Other weights (a 'retrained' model: the classifier's logits negated, so
+  # its accuracy collapses): a new row beside the old one.
+  module, variables, spec = checkpoints_io.load(str(copy))
+  del module
+  variables = jax.tree.map(np.asarray, variables)
+  variables['params']['head']['kernel'] = -variables['params']['head'][
+      'kernel']
+  variables['params']['head']['bias'] = -variables['params']['head']['bias']
+  checkpoints_io.save(str(copy), model=spec['model'],
+                      num_classes=spec['num_classes'], variables=variables,
+                      model_kwargs=spec.get('model_kwargs'))
   rows = runner.run(sample_config(
       **{'checkpoints.vit_tiny_patch4_32': str(copy)}), workdir)
   assert len(rows) == 2
   assert rows[0]['weights']['float'] != rows[1]['weights']['float']
+  assert rows[0]['accuracy'] > 0.5 > rows[1]['accuracy']
   assert len(read_rows(os.path.join(workdir, 'results.jsonl'))) == 2
   newest = latest(rows)
   assert len(newest) == 1 and newest[0] is rows[1]
-  assert mixed_weights(rows) == {'vit_tiny_patch4_32': [
-      rows[0]['weights']['float'], rows[1]['weights']['float']]}
+  hashes = [rows[0]['weights']['float'], rows[1]['weights']['float']]
+  assert mixed_weights(rows) == {'vit_tiny_patch4_32': hashes}
+  # The report shows the newest row only, and says the workdir mixes
+  # weights.
+  with open(os.path.join(workdir, 'results.csv')) as f:
+    table = list(csv.DictReader(f))
+  assert len(table) == 1
+  assert float(table[0]['accuracy']) == pytest.approx(rows[1]['accuracy'])
+  assert hashes[1] in table[0]['weights'] and hashes[0] not in table[0][
+      'weights']
+  with open(os.path.join(workdir, 'findings.json')) as f:
+    assert json.load(f)['mixed_weights'] == {'vit_tiny_patch4_32': hashes}
+  with open(os.path.join(workdir, 'report.md')) as f:
+    report = f.read()
+  assert 'Mixed weights' in report
+  assert f'{100 * rows[1]["accuracy"]:.1f}' in report
 
 
 def _comparable(rows):
