@@ -29,6 +29,10 @@ _GRID = flags.DEFINE_multi_string(
 _EXTRA = flags.DEFINE_multi_string(
     'override', [], 'Extra --config.x=y overrides passed to the main job.')
 _EVERY = flags.DEFINE_float('every_s', 0.5, 'Sampling period in seconds.')
+_CACHE = flags.DEFINE_string(
+    'compilation_cache', 'off', "The main job's --compilation_cache. Off by "
+    'default: with it on, the later grids would load what the first one '
+    'compiled instead of compiling it, and look smaller than they are.')
 
 
 def _maps(pid: int) -> int:
@@ -51,24 +55,30 @@ def _status_kib(pid: int, field: str) -> int:
 
 
 def measure(config: str, precisions: str, extra: list[str],
-            every_s: float) -> dict[str, float]:
+            every_s: float, compilation_cache: str = 'off'
+            ) -> dict[str, float]:
   """Runs the main job; returns peak maps, peak RSS (MiB) and wall time."""
-  with tempfile.TemporaryDirectory() as workdir:
+  with tempfile.TemporaryDirectory() as workdir, tempfile.TemporaryFile(
+      'w+') as log:
     cmd = [sys.executable, '-m', 'robustmq_jax.main', f'--config={config}',
-           f'--workdir={workdir}', f'--config.precisions={precisions}'] + [
+           f'--workdir={workdir}', f'--config.precisions={precisions}',
+           f'--compilation_cache={compilation_cache}'] + [
                f'--config.{o}' for o in extra]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    # stderr to a file: a pipe nobody reads while polling would block the
+    # job once its progress output filled the pipe's buffer.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,
+                            text=True)
     peak_maps = peak_rss = 0
     while proc.poll() is None:
       peak_maps = max(peak_maps, _maps(proc.pid))
       peak_rss = max(peak_rss, _status_kib(proc.pid, 'VmHWM'),
                      _status_kib(proc.pid, 'VmRSS'))
       time.sleep(every_s)
-    _, err = proc.communicate()
     if proc.returncode:
-      raise SystemExit(f'main job failed ({proc.returncode}): {err[-2000:]}')
+      log.seek(0)
+      raise SystemExit(f'main job failed ({proc.returncode}): '
+                       f'{log.read()[-2000:]}')
     return {'maps': peak_maps, 'rss_mib': peak_rss / 1024,
             'wall_s': time.perf_counter() - start}
 
@@ -79,7 +89,8 @@ def main(argv):
     raise app.UsageError('--grid needs at least two precision lists.')
   results = []
   for grid in _GRID.value:
-    r = measure(_CONFIG.value, grid, _EXTRA.value, _EVERY.value)
+    r = measure(_CONFIG.value, grid, _EXTRA.value, _EVERY.value,
+                _CACHE.value)
     results.append((grid, r))
   print('| precisions | peak maps | peak RSS (MiB) | wall (s) |')
   print('|---|---|---|---|')
