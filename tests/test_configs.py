@@ -160,7 +160,10 @@ def test_robustmq_is_the_paper_grid():
 def test_robustmq_sample_twins_and_quick_variant():
   _, sample = _robustmq('sample')
   _, quick = _robustmq('sample_quick')
-  assert len(set(sample.models)) == 4  # A twin per paper architecture.
+  # A 32x32 twin per paper architecture, in the paper's order.
+  assert sample.models == ('resnet20_cifar', 'resnet29_bottleneck_cifar',
+                           'regnetx_cifar', 'mobilenet_v2_cifar')
+  assert sample.suites == _robustmq()[1].suites
   assert sample.precisions == _robustmq()[1].precisions
   assert sample.data.source == quick.data.source == 'sample'
   assert quick.models == ('resnet20_cifar',)
@@ -169,12 +172,13 @@ def test_robustmq_sample_twins_and_quick_variant():
       'dorefa', 'pact', 'lsq'}
 
 
-def test_robustmq_quick_needs_no_fine_tuning():
-  """Every quantized model of :sample_quick is shipped and matches."""
+def _shipped_quantized(arg):
+  """[(folder, spec fingerprint, float digest, found)] of robustmq:arg."""
   from robustmq_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from robustmq_jax import quant  # pylint: disable=g-import-not-at-top
   from robustmq_jax.quant import storage  # pylint: disable=g-import-not-at-top
-  _, config = _robustmq('sample_quick')
+  _, config = _robustmq(arg)
+  out = []
   for model in config.models:
     _, variables, _ = checkpoints.load(
         runner.resolve_path(config.checkpoints[model]))
@@ -184,9 +188,33 @@ def test_robustmq_quick_needs_no_fine_tuning():
       spec = quant.parse_spec(base, qconfig)
       folder = os.path.join(runner.resolve_path(spec.checkpoint_dir), model,
                             quant.checkpoint_name(spec))
-      doc = storage.read_json(folder)
-      assert doc['spec'] == spec.fingerprint(config.seed), folder
-      assert doc['meta']['float_digest'] == digest, folder
+      out.append((folder, spec.fingerprint(config.seed), digest,
+                  os.path.isdir(folder)))
+  return out
+
+
+def test_robustmq_quick_needs_no_fine_tuning():
+  """Every quantized model of :sample_quick is shipped and matches."""
+  from robustmq_jax.quant import storage  # pylint: disable=g-import-not-at-top
+  for folder, fingerprint, digest, found in _shipped_quantized(
+      'sample_quick'):
+    assert found, folder
+    doc = storage.read_json(folder)
+    assert doc['spec'] == fingerprint, folder
+    assert doc['meta']['float_digest'] == digest, folder
+
+
+def test_robustmq_sample_uses_every_shipped_checkpoint():
+  """A shipped model of the :sample grid matches it (else it is retrained)."""
+  from robustmq_jax.quant import storage  # pylint: disable=g-import-not-at-top
+  shipped = [s for s in _shipped_quantized('sample') if s[3]]
+  # resnet20_cifar's LSQ x 4 bits, DoReFa and PACT w4a4; the regnetx and
+  # mobilenet_v2 twins' LSQ w4a4 at least.
+  assert len(shipped) >= 8
+  for folder, fingerprint, digest, _ in shipped:
+    doc = storage.read_json(folder)
+    assert doc['spec'] == fingerprint, folder
+    assert doc['meta']['float_digest'] == digest, folder
 
 
 @pytest.mark.parametrize('text, method, bits', [

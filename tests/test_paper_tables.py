@@ -60,7 +60,31 @@ def test_one_table_per_architecture_rows_float_then_method_by_bits():
       ('float', '32/32'), ('PACT', '2/2'), ('PACT', '4/4'), ('LSQ', '4/4')]
   assert table.header == [
       'method', 'W/A bits', 'clean %', 'FGSM 1 / 2 /255 %', 'PGD L2 0.25 %',
+      'corruption mean (2 of 15) %', 'mCE %', 'systematic mean ± std %']
+
+
+def test_every_attack_of_the_paper_grid_has_its_column_in_order():
+  rows = _rows()
+  # The paper grid's other three attacks, added after the first two: the
+  # columns follow the suite's family order, not the rows'.
+  for prec, method in _WHO:
+    rows += [
+        _row('resnet20_cifar', prec, method, 'adversarial', 'autoattack',
+             0.1, {'eps': 4 / 255, 'eps_255': 4.0}),
+        _row('resnet20_cifar', prec, method, 'adversarial', 'pgd_l1', 0.2,
+             {'eps': 12.0}),
+        _row('resnet20_cifar', prec, method, 'adversarial', 'pgd_linf', 0.3,
+             {'eps': 4 / 255, 'eps_255': 4.0})]
+  # All 15 benchmark corruptions (at one severity): the header says 15.
+  for name in paper_tables.metrics.BENCHMARK:
+    rows.append(_row('resnet20_cifar', 'fp32', 'float', 'corruption', name,
+                     0.5, {'severity': 1, 'table': '32'}))
+  (_, table), = paper_tables.tables(rows)
+  assert table.header == [
+      'method', 'W/A bits', 'clean %', 'FGSM 1 / 2 /255 %', 'PGD L∞ 4 /255 %',
+      'PGD L2 0.25 %', 'PGD L1 12 %', 'AutoAttack 4 /255 %',
       'corruption mean (15) %', 'mCE %', 'systematic mean ± std %']
+  assert _cells(table)[('LSQ', '4/4')]['PGD L1 12 %'] == '20.0'
 
 
 def test_cells_hold_clean_attacks_corruption_and_systematic():
@@ -71,7 +95,7 @@ def test_cells_hold_clean_attacks_corruption_and_systematic():
   assert pact4['FGSM 1 / 2 /255 %'] == '70.0 / 60.0'
   assert pact4['PGD L2 0.25 %'] == '50.0'
   # fog 70, 60; contrast 60, 40 -> 57.5 (spatter and severity 0 left out).
-  assert pact4['corruption mean (15) %'] == '57.5'
+  assert pact4['corruption mean (2 of 15) %'] == '57.5'
   # mCE against fp32 of the same model: sum of errors over sum of fp32's.
   ces = [(0.3 + 0.4) / (0.2 + 0.3), (0.4 + 0.6) / (0.3 + 0.5)]
   assert pact4['mCE %'] == f'{100 * np.mean(ces):.1f}'

@@ -77,9 +77,13 @@ def _errors(cell: Mapping | None) -> dict[str, dict[int, float]]:
   return out
 
 
-def _corruption_stats(rows) -> dict[tuple, dict[str, tuple[float, float]]]:
-  """{(dataset, model): {precision: (mean accuracy (15), mCE)}}."""
-  out: dict[tuple, dict[str, tuple[float, float]]] = {}
+def _corruption_stats(
+    rows) -> dict[tuple, dict[str, tuple[float, float, int]]]:
+  """{(dataset, model): {precision: (mean accuracy (15), mCE, corruptions)}}.
+
+  `corruptions`: how many of the 15 benchmark corruptions the mean covers.
+  """
+  out: dict[tuple, dict[str, tuple[float, float, int]]] = {}
   for (dataset, setting), models in sorted(corruption.collect(rows).items(),
                                            key=lambda kv: str(kv[0])):
     alexnet = 'imagenet' in dataset.lower() and dict(setting).get(
@@ -92,8 +96,10 @@ def _corruption_stats(rows) -> dict[tuple, dict[str, tuple[float, float]]]:
       # The corruption section's normaliser: AlexNet on ImageNet-C at 224,
       # else the fp32 model of the same architecture.
       reference = None if alexnet else _errors(models.get((model, 'fp32')))
+      names = {k[0] for k in cell if k != 'clean'} & set(metrics.BENCHMARK)
       stats[precision] = (mean if count else math.nan,
-                          metrics.mce(_errors(cell), baseline=reference))
+                          metrics.mce(_errors(cell), baseline=reference),
+                          len(names))
   return out
 
 
@@ -130,16 +136,22 @@ def tables(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, fmt.Table]]:
         adversarial.FAMILIES.index(f) if f in adversarial.FAMILIES else 99,
         f))
     budgets = {f: sorted(attacks[f], key=attacks[f].get) for f in families}
+    # Says so when the run covered fewer than the 15 (e.g. a sample grid).
+    covered = max([c[2] for c in corr.get(arch, {}).values()], default=0)
+    total = len(metrics.BENCHMARK)
     header = (['method', 'W/A bits', 'clean %'] +
               [_budget_header(f, budgets[f]) for f in families] +
-              ['corruption mean (15) %', 'mCE %', 'systematic mean ± std %'])
+              [f'corruption mean ({total}) %' if covered in (0, total) else
+               f'corruption mean ({covered} of {total}) %', 'mCE %',
+               'systematic mean ± std %'])
     body = []
     for who in sorted(by_who, key=_order):
       cells = by_who[who]
       clean = [r for r in cells if r.get('suite') == 'clean']
       adv = {(r['noise'], fmt.eps_text(r.get('params'))): r['accuracy']
              for r in cells if r.get('suite') == 'adversarial'}
-      mean_c, mce = corr.get(arch, {}).get(who[1], (math.nan, math.nan))
+      mean_c, mce, _ = corr.get(arch, {}).get(who[1],
+                                              (math.nan, math.nan, 0))
       mean_s, std_s = syst.get(arch, {}).get(who[1], (math.nan, math.nan))
       body.append(
           [METHOD_NAMES[who[0]], _bits_text(who[1]),
