@@ -230,3 +230,36 @@ def test_quantized_twins_ste_gradients_and_serving(name, tmp_path):
     for k in path:
       b = b[k.key]
     np.testing.assert_array_equal(a, b, str(path))
+
+
+# ~1.5-2.5 min each on the 2-core box under load (compiling the QAT step):
+# outside the default run, like the other QAT-per-method tests.
+@pytest.mark.slow
+@pytest.mark.parametrize('method', ['dorefa', 'pact', 'lsq'])
+@pytest.mark.parametrize('name', sorted(TINY))
+def test_every_qat_method_trains_the_grouped_twins(name, method):
+  """QAT through grouped / depthwise convolutions: the loss falls, every
+  image has a non-zero input gradient, and serving equals fake-quant."""
+  module = models.get_model(name, num_classes=10, **TINY[name])
+  fv = random_init.he_normal_variables(module, 32)
+  qc = quant.default_config().to_dict()
+  qc.update(num_calib_batches=1, calib_batch_size=32, method=method,
+            qat={'steps': 12, 'batch_size': 32, 'learning_rate': 3e-3,
+                 'warmup_steps': 2, 'pad_crop': 0})
+  images, labels = _data()
+  qm = quant.quantize_model(name, 10, TINY[name], fv,
+                            quant.parse_spec('w4a4', qc), images, labels)
+  assert qm.meta['qat_loss_end'] < qm.meta['qat_loss_start'], qm.meta
+  x, y = images[:8].astype(np.float32) / 255.0, labels[:8]
+  apply = qm.apply_fn()
+
+  def loss(x):
+    logits = apply(qm.variables, x)
+    return -jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(logits),
+                                        y[:, None], axis=1)), logits
+
+  g, logits = jax.jit(jax.grad(loss, has_aux=True))(x)
+  assert np.all(np.abs(np.asarray(g)).reshape(len(x), -1).sum(1) > 0)
+  serve_apply, serve_vars = qm.serve()
+  np.testing.assert_allclose(jax.jit(serve_apply)(serve_vars, x), logits,
+                             rtol=1e-4, atol=1e-4)
