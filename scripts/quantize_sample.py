@@ -63,7 +63,10 @@ def _qat(name: str, precision: str, qconfig, runs: str, root: str) -> None:
   config.checkpoints[name] = os.path.join(_ROOT.value, name, 'fp32')
   config.quant = qconfig
   config.export_dir = root
-  out = train.run(config, os.path.join(runs, name, precision))
+  # One run folder per method too: the QAT job refuses to resume another
+  # spec's checkpoints.
+  out = train.run(config, os.path.join(runs, name,
+                                       f'{precision}_{qconfig.method}'))
   meta = storage.read_json(out)['meta']
   print(f'{name} {precision} {qconfig.method}: test accuracy '
         f'{meta["test_accuracy"]:.4f} (served int: '
