@@ -223,6 +223,24 @@ def test_qat_fold_is_pytorch_convbn2d():
     np.testing.assert_allclose(ours(v['params'], train),
                                manual(v['params'], train), rtol=1e-4,
                                atol=1e-4)
+  # The running statistics keep being updated, from the batch statistics
+  # of the unfolded conv output (conv(x, Q(w f)) / f), momentum 0.1 as in
+  # PyTorch (MQBench's ConvBn2d trains with BN in train mode).
+  _, new = model.apply(v, x, train=True, mutable=['batch_stats'])
+  f = v['params']['bn']['scale'] / np.sqrt(v['batch_stats']['bn']['var']
+                                           + 1e-5)
+  wq, _ = qat.minmax_weight_quant(v['params']['conv']['kernel'] * f, tq)
+  y = lax.conv_general_dilated(x, wq, (1, 1), ((1, 1), (1, 1)),
+                               dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                               feature_group_count=2) / f
+  for stat, batch in (('mean', jnp.mean(y, (0, 1, 2))),
+                      ('var', jnp.var(y, (0, 1, 2)))):
+    np.testing.assert_allclose(
+        new['batch_stats']['bn'][stat],
+        0.9 * v['batch_stats']['bn'][stat] + 0.1 * batch, rtol=1e-4,
+        atol=1e-5)
+  assert not np.allclose(new['batch_stats']['bn']['mean'],
+                         v['batch_stats']['bn']['mean'])
   g = jax.grad(lambda p: jnp.sum(ours(p, True)**2))(v['params'])
   g_ref = jax.grad(lambda p: jnp.sum(manual(p, True)**2))(v['params'])
   np.testing.assert_allclose(g['bn']['scale'], g_ref['bn']['scale'],
