@@ -96,10 +96,10 @@ def _corruption_stats(
       # The corruption section's normaliser: AlexNet on ImageNet-C at 224,
       # else the fp32 model of the same architecture.
       reference = None if alexnet else _errors(models.get((model, 'fp32')))
-      names = {k[0] for k in cell if k != 'clean'} & set(metrics.BENCHMARK)
+      errors = _errors(cell)
       stats[precision] = (mean if count else math.nan,
-                          metrics.mce(_errors(cell), baseline=reference),
-                          len(names))
+                          metrics.mce(errors, baseline=reference),
+                          len(errors.keys() & set(metrics.BENCHMARK)))
   return out
 
 
