@@ -155,7 +155,7 @@ def chunked_pgd(f, y, eps, k, chunk):
 def bench_pgd(args, rows):
   """Comparisons (a), (b), (c)."""
   from unittest import mock  # pylint: disable=g-import-not-at-top
-  from robustmq_jax.attacks import conv_layout  # pylint: disable=g-import-not-at-top
+  from robustmq_jax.xla_cpu import conv_layout  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.uniform(size=(args.batch, 32, 32, 3)), jnp.float32)
   y = jnp.asarray(rng.integers(0, 10, args.batch), jnp.int32)

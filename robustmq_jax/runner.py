@@ -39,6 +39,7 @@ from robustmq_jax.results import latest
 from robustmq_jax.results import provenance
 from robustmq_jax.results import files
 from robustmq_jax.results import ResultStore
+from robustmq_jax.xla_cpu import conv_layout
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -255,6 +256,8 @@ def _compute(settings: Settings, suites, blocks: list[_Block],
           b.name, module, replicate(mesh, variables),
           models_lib.model_info(b.name)), spec)
     float_mut, float_spec = float_models[b.name]
+    evaluator.rewrite_convs = (models_lib.model_info(b.name).grouped_convs
+                               and conv_layout.wanted())
     if b.precision == quant.FLOAT_PRECISION:
       mut = float_mut
     else:

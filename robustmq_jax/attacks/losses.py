@@ -10,7 +10,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from robustmq_jax.attacks import conv_layout
+from robustmq_jax.xla_cpu import conv_layout
 from robustmq_jax.errors import invalid
 
 # loss(logits, labels) -> [B]; larger is better for the attacker.

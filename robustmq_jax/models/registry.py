@@ -26,11 +26,15 @@ class ModelInfo:
     has_batch_stats: True when variables hold a 'batch_stats' collection
       (BatchNorm); ``apply(..., train=True)`` then needs
       ``mutable=['batch_stats']``.
+    grouped_convs: True when it has grouped or depthwise convolutions
+      (RegNet, MobileNet), which XLA:CPU runs fast only when rewritten
+      (`robustmq_jax.xla_cpu`).
   """
   name: str
   family: str
   image_size: int
   has_batch_stats: bool
+  grouped_convs: bool
 
 
 def _resnet(stage_sizes, block, **kw):
@@ -47,8 +51,8 @@ _REGISTRY: dict[str, tuple[ModelInfo, Callable[..., nn.Module]]] = {}
 
 def _register(name: str, family: str, image_size: int,
               factory: Callable[..., nn.Module]) -> None:
-  _REGISTRY[name] = (ModelInfo(name, family, image_size, family != 'vit'),
-                     factory)
+  _REGISTRY[name] = (ModelInfo(name, family, image_size, family != 'vit',
+                               family in ('regnet', 'mobilenet')), factory)
 
 
 _register('resnet18', 'resnet', 224, _resnet((2, 2, 2, 2), 'basic'))

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from robustmq_jax.evaluation import mesh as mesh_lib
+from robustmq_jax.xla_cpu import conv_layout
 
 # penalty(params) -> scalar added to the loss.
 Penalty = Callable[[Any], jax.Array]
@@ -121,8 +122,12 @@ def make_train_step(module: nn.Module, recipe: Recipe,
       x = perturb(k_adv, lambda z: module.apply(variables, z, train=False),
                   x, y)
     other = {c: v for c, v in variables.items() if c != trainable}
-    (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        variables[trainable], other, x, y)
+    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+    if conv_layout.wanted():
+      # XLA:CPU runs grouped / depthwise convolutions and their gradients
+      # 5-20x faster as per-tap products (RegNet, MobileNet).
+      value_and_grad = conv_layout.canonical_convs(value_and_grad)
+    (loss, new), grads = value_and_grad(variables[trainable], other, x, y)
     updates, opt_state = tx.update(grads, opt_state, variables[trainable])
     variables = dict(variables, **new)
     variables[trainable] = optax.apply_updates(variables[trainable], updates)

@@ -15,13 +15,18 @@ the canonical layout by explicit transposes, the same rewrite XLA does at top
 level, so the step loop gets the kernels of a single jitted value-and-grad.
 The arithmetic is the same convolution; only the kernel that computes it
 changes (results equal to float rounding of the summation order, bitwise
-equal to what the same call computes outside a loop).
+equal to what the same call computes outside a loop). Grouped and depthwise
+convolutions, which XLA:CPU has no fast kernel for in any layout, are
+computed as per-tap matrix products (`grouped_conv`), equal within float
+rounding.
 """
 
 from typing import Any, Callable, Sequence
 
 import jax
 from jax.extend import core as jcore
+
+from robustmq_jax.xla_cpu import grouped_conv
 
 CONV = 'conv_general_dilated'
 # Call-like equations inlined so their convolutions are rewritten too; their
@@ -50,11 +55,22 @@ def _transpose(x, perm: Sequence[int]):
   return x if perm == tuple(range(len(perm))) else jax.lax.transpose(x, perm)
 
 
+def _bind(primitive, lhs, rhs, **params):
+  """The canonical convolution: per-tap products if grouped, else the op."""
+  if grouped_conv.supported(lhs, rhs, params):
+    return grouped_conv.grouped_conv(lhs, rhs, **params)
+  return primitive.bind(lhs, rhs, **params)
+
+
 def canonical_conv(primitive, lhs, rhs, **params):
-  """`primitive.bind(lhs, rhs, **params)` computed in the canonical layout."""
+  """`primitive.bind(lhs, rhs, **params)` computed in the canonical layout.
+
+  A grouped convolution (feature or batch groups, as in RegNet, MobileNet
+  and their gradients) is computed by `grouped_conv` instead of the op.
+  """
   dn = params['dimension_numbers']
   if is_canonical(dn):
-    return primitive.bind(lhs, rhs, **params)
+    return _bind(primitive, lhs, rhs, **params)
   lhs_spec, rhs_spec, out_spec = dn
   # Spatial axes keep their order, so the window parameters (strides,
   # padding, dilations, listed per spatial axis of the spec) carry over.
@@ -62,7 +78,7 @@ def canonical_conv(primitive, lhs, rhs, **params):
   rhs = _transpose(rhs, rhs_spec[2:] + (rhs_spec[1], rhs_spec[0]))
   params = dict(params,
                 dimension_numbers=canonical_dimension_numbers(len(lhs_spec)))
-  out = primitive.bind(lhs, rhs, **params)
+  out = _bind(primitive, lhs, rhs, **params)
   # Canonical output axes are (batch, spatial..., feature); put each back at
   # the axis the original spec gives it.
   n = len(out_spec) - 2
@@ -76,8 +92,9 @@ def canonical_conv(primitive, lhs, rhs, **params):
 
 def _needs_rewrite(jaxpr) -> bool:
   for eqn in jaxpr.eqns:
-    if eqn.primitive.name == CONV and not is_canonical(
-        eqn.params['dimension_numbers']):
+    if eqn.primitive.name == CONV and (
+        not is_canonical(eqn.params['dimension_numbers'])
+        or grouped_conv.is_grouped(eqn.params)):
       return True
     if eqn.primitive.name in _INLINE and any(
         _needs_rewrite(sub) for sub in jcore.jaxprs_in_params(eqn.params)):
