@@ -181,6 +181,45 @@ def _all_convs(jaxpr):
   return found
 
 
+@pytest.mark.parametrize('case', ['conv1d', 'conv3d_negative_padding'])
+def test_grouped_conv_in_one_and_three_dimensions(case, float64):
+  rng = np.random.default_rng(2)
+  if case == 'conv1d':
+    lhs, rhs = rng.normal(size=(2, 9, 6)), rng.normal(size=(3, 2, 6))
+    kw = dict(window_strides=(2,), padding=((1, 2),),
+              dimension_numbers=('NWC', 'WIO', 'NWC'), feature_group_count=3)
+  else:
+    lhs, rhs = rng.normal(size=(1, 5, 6, 7, 4)), rng.normal(size=(2, 3, 2,
+                                                                   2, 4))
+    kw = dict(window_strides=(1, 2, 1), padding=((-1, 1), (1, 0), (0, -1)),
+              rhs_dilation=(2, 1, 1),
+              dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'),
+              feature_group_count=2)
+  lhs, rhs = jnp.asarray(lhs, float64), jnp.asarray(rhs, float64)
+  loss = lambda a, b: jnp.sum(jnp.cos(jax.lax.conv_general_dilated(a, b,
+                                                                   **kw)))
+  vg = jax.value_and_grad(loss, argnums=(0, 1))
+  got = conv_layout.canonical_convs(vg)(lhs, rhs)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(vg(lhs, rhs))):
+    np.testing.assert_allclose(g, w, rtol=1e-12,
+                               atol=1e-12 * float(jnp.abs(w).max()))
+  assert not _all_convs(jax.make_jaxpr(
+      conv_layout.canonical_convs(vg))(lhs, rhs).jaxpr)
+
+
+@pytest.mark.parametrize('case', ['bfloat16', 'empty_output'])
+def test_grouped_convs_it_cannot_take_stay_the_op(case):
+  """Low precision (summed per tap in its own type) and empty outputs."""
+  dtype = jnp.bfloat16 if case == 'bfloat16' else jnp.float32
+  size = 8 if case == 'bfloat16' else 2  # 2x2 input, 3x3 kernel, no pad
+  lhs = jnp.ones((1, size, size, 4), dtype)
+  rhs = jnp.ones((3, 3, 1, 4), dtype)
+  fn = lambda a, b: _grouped(a, b, 4, (1, 1), ((0, 0),) * 2, None, None)
+  rewritten = conv_layout.canonical_convs(fn)
+  assert len(_all_convs(jax.make_jaxpr(rewritten)(lhs, rhs).jaxpr)) == 1
+  np.testing.assert_array_equal(rewritten(lhs, rhs), fn(lhs, rhs))
+
+
 def test_grouped_conv_with_too_many_terms_stays_one_convolution():
   lhs = jnp.ones((1, 20, 20, 4))
   rhs = jnp.ones((9, 9, 1, 4))  # 81 taps > MAX_TERMS

@@ -50,8 +50,8 @@ class Evaluator:
     # Set by the runner for a model with grouped / depthwise convolutions on
     # the CPU backend: steps are compiled through
     # `xla_cpu.conv_layout.canonical_convs` (3-6x faster forwards there).
-    # Steps are never differentiated, so re-emitting their custom-derivative
-    # calls is safe.
+    # Steps are never differentiated, so re-binding their custom-derivative
+    # calls from the jaxpr (see `canonical_convs`) is safe.
     self.rewrite_convs = False
     self._compiled: dict[Any, Callable] = {}
 

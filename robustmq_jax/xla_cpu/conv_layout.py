@@ -136,10 +136,15 @@ def canonical_convs(fn: Callable[..., Any]) -> Callable[..., Any]:
 
   Traces `fn` once per call (inside a caller's `jax.jit`, once per compile)
   and re-emits its jaxpr, inlining jit calls, with each non-canonical
-  convolution wrapped in transposes to the canonical layout. A function
-  without such convolutions is re-emitted unchanged. Convolutions inside a
-  control-flow, custom-derivative or remat body of `fn` itself are left as
-  they are.
+  convolution wrapped in transposes to the canonical layout and each
+  grouped convolution that `grouped_conv.supported` accepts computed as
+  per-tap products. A function without such convolutions is re-emitted
+  unchanged. Convolutions inside a control-flow, custom-derivative or remat
+  body of `fn` itself are left as they are.
+
+  Wrap a function that is already differentiated (a value-and-grad) or never
+  differentiated: custom-derivative calls are re-bound from the jaxpr, and
+  an outer `jax.grad` through re-bound AQT calls can fail.
 
   Args:
     fn: a function of arrays (pytrees allowed) returning arrays.

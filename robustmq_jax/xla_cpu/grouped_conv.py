@@ -30,21 +30,36 @@ import jax.numpy as jnp
 MAX_TERMS = 64
 
 
-def _num_terms(lhs_shape, rhs_shape, params) -> int:
+def _num_terms(lhs_shape: Sequence[int], rhs_shape: Sequence[int],
+               params: dict[str, Any]) -> int:
   if params['batch_group_count'] > 1:  # one product per output position
     return math.prod(_out_spatial(lhs_shape, rhs_shape, params))
   return math.prod(rhs_shape[:-2])  # one product per kernel tap
 
 
-def supported(lhs, rhs, params: dict[str, Any]) -> bool:
-  """Whether `grouped_conv` should compute this (canonical) convolution."""
-  groups = max(params['feature_group_count'], params['batch_group_count'])
-  return (groups > 1 and jnp.issubdtype(lhs.dtype, jnp.floating)
-          and lhs.dtype == rhs.dtype
+def supported(lhs: jax.Array, rhs: jax.Array, params: dict[str, Any]) -> bool:
+  """Whether `grouped_conv` should compute this (canonical) convolution.
+
+  Grouped, float32 or float64 operands of one dtype accumulated in that
+  dtype (lower precisions would be summed tap by tap in their own type),
+  static shapes, a non-empty output, no output sharding, and at most
+  `MAX_TERMS` terms; anything else stays the op.
+  """
+  if not is_grouped(params):
+    return False
+  if lhs.dtype not in (jnp.float32, jnp.float64) or rhs.dtype != lhs.dtype:
+    return False
+  if params.get('preferred_element_type') not in (None, lhs.dtype):
+    return False
+  if params.get('out_sharding') is not None:
+    return False
+  if not all(isinstance(d, int) for d in lhs.shape + rhs.shape):
+    return False
+  return (all(_out_spatial(lhs.shape, rhs.shape, params))
           and _num_terms(lhs.shape, rhs.shape, params) <= MAX_TERMS)
 
 
-def _dilated_padded(lhs, params):
+def _dilated_padded(lhs: jax.Array, params: dict[str, Any]) -> jax.Array:
   """The input with interior (lhs) dilation and edge padding applied."""
   n = lhs.ndim - 2
   dil = params['lhs_dilation'] or (1,) * n
@@ -53,7 +68,8 @@ def _dilated_padded(lhs, params):
   return lax.pad(lhs, jnp.zeros((), lhs.dtype), pads)
 
 
-def _out_spatial(lhs_shape, rhs_shape, params) -> tuple[int, ...]:
+def _out_spatial(lhs_shape: Sequence[int], rhs_shape: Sequence[int],
+                 params: dict[str, Any]) -> tuple[int, ...]:
   n = len(lhs_shape) - 2
   ld = params['lhs_dilation'] or (1,) * n
   rd = params['rhs_dilation'] or (1,) * n
@@ -65,8 +81,8 @@ def _out_spatial(lhs_shape, rhs_shape, params) -> tuple[int, ...]:
   return tuple(out)
 
 
-def _window(xp, start: Sequence[int], count: Sequence[int],
-            step: Sequence[int]):
+def _window(xp: jax.Array, start: Sequence[int], count: Sequence[int],
+            step: Sequence[int]) -> jax.Array:
   """xp[:, start + step * arange(count), ..., :] along the spatial axes."""
   lo = (0,) + tuple(start) + (0,)
   hi = ((xp.shape[0],) + tuple(s + (c - 1) * t + 1 for s, c, t in
@@ -74,7 +90,7 @@ def _window(xp, start: Sequence[int], count: Sequence[int],
   return lax.slice(xp, lo, hi, (1,) + tuple(step) + (1,))
 
 
-def grouped_conv(lhs, rhs, **params):
+def grouped_conv(lhs: jax.Array, rhs: jax.Array, **params) -> jax.Array:
   """`lax.conv_general_dilated` with groups, canonical layout, no conv op.
 
   Args:
@@ -87,7 +103,7 @@ def grouped_conv(lhs, rhs, **params):
 
   Returns:
     The convolution ``[batch, spatial..., out]``, equal to the primitive's
-    within float rounding.
+    within float rounding (call only where `supported` holds).
   """
   n = lhs.ndim - 2
   strides = tuple(params['window_strides'])
@@ -126,8 +142,6 @@ def grouped_conv(lhs, rhs, **params):
     wk = w[tap]  # [I, G, O']
     if cin == 1:  # depthwise: a broadcast product, no contraction
       y = xs * wk[0]
-      if dot['preferred_element_type'] is not None:
-        y = y.astype(dot['preferred_element_type'])
     else:
       y = lax.dot_general(  # -> [G, B, S'..., O']
           xs, wk, (((n + 2,), (0,)), ((n + 1,), (1,))), **dot)
@@ -138,9 +152,5 @@ def grouped_conv(lhs, rhs, **params):
 
 
 def is_grouped(params: dict[str, Any]) -> bool:
+  """Whether a `conv_general_dilated` equation's params have groups."""
   return max(params['feature_group_count'], params['batch_group_count']) > 1
-
-
-def reference(lhs, rhs, **params) -> jax.Array:
-  """The primitive itself (canonical layout), for tests and benchmarks."""
-  return lax.conv_general_dilated_p.bind(lhs, rhs, **params)
