@@ -142,3 +142,13 @@ def test_far_tail_intervals_use_the_bootstrap_normal_limit():
   half95 = 1.96 * d.std() / math.sqrt(d.size)
   assert lo95 == pytest.approx(d.mean() - half95, abs=0.01)
   assert hi95 == pytest.approx(d.mean() + half95, abs=0.01)
+
+
+def test_far_tail_normal_limit_stays_within_the_values_range():
+  """A difference of accuracies cannot pass -100 points, at any level."""
+  d = np.array([-1.0] * 61 + [0.0] * 3)  # 61 of 64 examples flipped
+  lo, hi = stats.bootstrap_mean_interval(d, alpha=0.05 / 200)
+  half = sp_stats.norm.ppf(1 - 0.05 / 400) * d.std() / math.sqrt(d.size)
+  assert d.mean() - half < -1.0  # the unclipped limit would pass -100
+  assert lo == -1.0
+  assert hi == pytest.approx(d.mean() + half)

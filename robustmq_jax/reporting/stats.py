@@ -97,7 +97,8 @@ def bootstrap_mean_interval(d: np.ndarray, *, alpha: float = ALPHA,
   comparisons); where a tail would hold fewer than `MIN_TAIL_RESAMPLES` of
   the resamples, the interval is the bootstrap distribution's normal limit
   instead: mean(d) ± z * sd(d) / sqrt(n), with the exact bootstrap standard
-  deviation.
+  deviation, clipped to [min(d), max(d)] where every resampled mean lies (a
+  difference of two accuracies cannot pass ±100 points).
   """
   d = np.asarray(d, np.float64)
   n = d.size
@@ -108,7 +109,8 @@ def bootstrap_mean_interval(d: np.ndarray, *, alpha: float = ALPHA,
     return (float(values[0]), float(values[0]))
   if alpha / 2 * resamples < MIN_TAIL_RESAMPLES:
     half = sp_stats.norm.ppf(1 - alpha / 2) * d.std() / math.sqrt(n)
-    return float(d.mean() - half), float(d.mean() + half)
+    return (float(max(d.mean() - half, values[0])),
+            float(min(d.mean() + half, values[-1])))
   rng = np.random.default_rng(seed)
   draws = rng.multinomial(n, counts / n, size=resamples)
   means = draws @ values / n
