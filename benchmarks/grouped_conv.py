@@ -18,8 +18,6 @@ float64). ResNet-20 (no grouped convolution) is the control: the rewrite
 must leave it as it was.
 """
 
-import time
-
 from absl import app
 from absl import flags
 import jax
@@ -29,25 +27,13 @@ import numpy as np
 from robustmq_jax import models
 from robustmq_jax.models import random_init
 from robustmq_jax.xla_cpu import conv_layout
+import timing  # benchmarks/timing.py, beside this script.
 
 _MODELS = flags.DEFINE_list(
     'models', ['mobilenet_v2_cifar', 'regnetx_cifar', 'resnet20_cifar'],
     'Models.')
 _BATCH = flags.DEFINE_integer('batch', 64, 'Batch size.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed runs (median).')
-
-
-def _time(fn, *args) -> tuple[float, float, object]:
-  """(compile + first run s, median ms of the timed runs, result)."""
-  start = time.perf_counter()
-  out = jax.block_until_ready(fn(*args))
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return first, 1e3 * float(np.median(times)), out
 
 
 def _rel_diff(a, b) -> float:
@@ -81,9 +67,12 @@ def main(argv):
     value_and_grad = jax.value_and_grad(loss, argnums=(0, 1))
     for label, fn in (('forward', forward),
                       ('value_and_grad', value_and_grad)):
-      c0, t0, r0 = _time(jax.jit(fn), variables, x)
-      c1, t1, r1 = _time(jax.jit(conv_layout.canonical_convs(fn)),
-                         variables, x)
+      c0, t0, r0 = timing.first_and_median(jax.jit(fn), variables, x,
+                                           repeats=_REPEATS.value)
+      c1, t1, r1 = timing.first_and_median(
+          jax.jit(conv_layout.canonical_convs(fn)), variables, x,
+          repeats=_REPEATS.value)
+      t0, t1 = 1e3 * t0, 1e3 * t1  # Milliseconds in the table.
       print(f'| {name} | {label} | {t0:.0f} | {t1:.0f} | {t0 / t1:.2f} | '
             f'{c0:.1f} / {c1:.1f} | {_rel_diff(r0, r1):.1e} |', flush=True)
 

@@ -12,8 +12,6 @@ simulated). Prints the median time and the ratio to the float forward.
 Goal: fake-quant <= 1.3x.
 """
 
-import time
-
 from absl import app
 from absl import flags
 import jax
@@ -23,6 +21,7 @@ import numpy as np
 from robustmq_jax import models
 from robustmq_jax import quant
 from robustmq_jax.models import random_init
+import timing  # benchmarks/timing.py, beside this script.
 
 _MODELS = flags.DEFINE_list('models', ['resnet18', 'vit_small_patch16_224'],
                             'Models.')
@@ -31,19 +30,6 @@ _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs (median).')
 _PRECISION = flags.DEFINE_string('precision', 'w4a4', 'Precision.')
 _GRANULARITY = flags.DEFINE_string('granularity', 'per_tensor',
                                    'Weight scale granularity.')
-
-
-def _time(fn, *args) -> tuple[float, float]:
-  """(compile + first run seconds, median seconds of the timed runs)."""
-  start = time.perf_counter()
-  jax.block_until_ready(fn(*args))
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return first, float(np.median(times))
 
 
 def main(argv):
@@ -73,7 +59,8 @@ def main(argv):
     ]
     base = None
     for label, fn, v in rows:
-      first, t = _time(fn, jax.device_put(v), x)
+      first, t, _ = timing.first_and_median(fn, jax.device_put(v), x,
+                                            repeats=_REPEATS.value)
       base = base or t
       print(f'| {name} | {label} | {t * 1e3:.0f} | {_BATCH.value / t:.1f} | '
             f'{t / base:.2f}x | {first:.1f} |', flush=True)
