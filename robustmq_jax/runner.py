@@ -39,7 +39,6 @@ from robustmq_jax.results import latest
 from robustmq_jax.results import provenance
 from robustmq_jax.results import files
 from robustmq_jax.results import ResultStore
-from robustmq_jax.xla_cpu import conv_layout
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -249,19 +248,17 @@ def _compute(settings: Settings, suites, blocks: list[_Block],
                    len(b.work))
       continue
     bar.stage(f'{b.name} {b.precision}: loading')
+    info = models_lib.model_info(b.name)
     if b.name not in float_models:
       float_models.clear()  # One model's weights on the devices at a time.
       module, variables, spec = load_float_model(settings, b.name)
       float_models[b.name] = (_float_model_under_test(
-          b.name, module, replicate(mesh, variables),
-          models_lib.model_info(b.name)), spec)
+          b.name, module, replicate(mesh, variables), info), spec)
     float_mut, float_spec = float_models[b.name]
-    evaluator.rewrite_convs = (models_lib.model_info(b.name).grouped_convs
-                               and conv_layout.wanted())
+    evaluator.set_model(info)
     if b.precision == quant.FLOAT_PRECISION:
       mut = float_mut
     else:
-      info = models_lib.model_info(b.name)
       mut = _quantized_model_under_test(
           settings, b.name, float_mut, float_spec, b.precision,
           train_sets[info.image_size], info, cache_dir, mesh)

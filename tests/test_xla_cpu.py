@@ -16,6 +16,8 @@ import pytest
 from robustmq_jax import attacks
 from robustmq_jax import models
 from robustmq_jax.attacks import losses
+from robustmq_jax.evaluation import Evaluator
+from robustmq_jax.evaluation import mesh as mesh_lib
 from robustmq_jax.testing import digits_cnn as helpers
 from robustmq_jax.xla_cpu import conv_layout
 from robustmq_jax.xla_cpu import grouped_conv
@@ -82,6 +84,17 @@ def test_pytrees_and_functions_without_convolutions_pass_through():
   out = conv_layout.canonical_convs(fn)(d)
   assert set(out) == {'sum', 'neg'}
   np.testing.assert_array_equal(out['sum'], d['a'] + 1)
+
+
+@pytest.mark.parametrize('cpu', [True, False])
+def test_evaluator_rewrites_only_grouped_conv_models_on_cpu(monkeypatch, cpu):
+  """The runner and the QAT job both pick the rewrite through set_model."""
+  monkeypatch.setattr(conv_layout, 'wanted', lambda: cpu)
+  evaluator = Evaluator(mesh_lib.make_mesh())
+  for name, grouped in (('mobilenet_v2_cifar', True), ('regnetx_cifar', True),
+                        ('resnet20_cifar', False)):
+    evaluator.set_model(models.model_info(name))
+    assert evaluator.rewrite_convs is (grouped and cpu), name
 
 
 def test_attack_step_loop_holds_only_canonical_convolutions(monkeypatch):

@@ -55,6 +55,11 @@ class Evaluator:
     self.rewrite_convs = False
     self._compiled: dict[Any, Callable] = {}
 
+  def set_model(self, info: Any) -> None:
+    """Turns the grouped-convolution rewrite on for `info`'s model where it
+    pays (a `models.ModelInfo` with grouped convolutions, CPU backend)."""
+    self.rewrite_convs = bool(info.grouped_convs and conv_layout.wanted())
+
   def _jit(self, step: Callable, **kwargs) -> Callable:
     if self.rewrite_convs:
       step = conv_layout.canonical_convs(step)

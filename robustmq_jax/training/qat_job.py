@@ -140,6 +140,7 @@ def _evaluate(qmodel: quant.QuantizedModel, dataset, settings: QatSettings,
   n = min(settings.num_examples or dataset.num_examples,
           dataset.num_examples)
   evaluator = Evaluator(mesh, log_every_s=settings.log_every_s)
+  evaluator.set_model(models_lib.model_info(settings.model))
   local = mesh_lib.local_batch_size(mesh, settings.batch_size)
 
   def accuracy(apply, variables):
