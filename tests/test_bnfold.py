@@ -225,7 +225,10 @@ def test_qat_fold_is_pytorch_convbn2d():
                                atol=1e-4)
   # The running statistics keep being updated, from the batch statistics
   # of the unfolded conv output (conv(x, Q(w f)) / f), momentum 0.1 as in
-  # PyTorch (MQBench's ConvBn2d trains with BN in train mode).
+  # PyTorch (MQBench's ConvBn2d trains with BN in train mode). The variance
+  # kept is Flax's biased batch variance, as in the float models' own
+  # training; PyTorch keeps the unbiased one (a factor n / (n - 1), n the
+  # N*H*W positions per channel).
   _, new = model.apply(v, x, train=True, mutable=['batch_stats'])
   f = v['params']['bn']['scale'] / np.sqrt(v['batch_stats']['bn']['var']
                                            + 1e-5)

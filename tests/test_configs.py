@@ -204,14 +204,14 @@ def test_robustmq_quick_needs_no_fine_tuning():
     assert doc['meta']['float_digest'] == digest, folder
 
 
-def test_robustmq_sample_uses_every_shipped_checkpoint():
-  """A shipped model of the :sample grid matches it (else it is retrained)."""
+def test_robustmq_sample_needs_no_fine_tuning():
+  """All 48 quantized models of the :sample grid (4 twins x 3 methods x 4
+  bit widths) are shipped and match it (else the run retrains them)."""
   from robustmq_jax.quant import storage  # pylint: disable=g-import-not-at-top
-  shipped = [s for s in _shipped_quantized('sample') if s[3]]
-  # resnet20_cifar's LSQ x 4 bits, DoReFa and PACT w4a4; the regnetx and
-  # mobilenet_v2 twins' LSQ w4a4 at least.
-  assert len(shipped) >= 8
-  for folder, fingerprint, digest, _ in shipped:
+  shipped = _shipped_quantized('sample')
+  assert len(shipped) == 48
+  for folder, fingerprint, digest, found in shipped:
+    assert found, folder
     doc = storage.read_json(folder)
     assert doc['spec'] == fingerprint, folder
     assert doc['meta']['float_digest'] == digest, folder

@@ -23,7 +23,7 @@ from robustmq_jax import models
 from robustmq_jax.errors import UserError
 from tests import torch_shims
 
-torch = pytest.importorskip('torch')
+torch = torch_shims.import_torch()
 
 _REL_TOL = 1e-4
 _BATCH = 2

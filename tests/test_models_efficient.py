@@ -104,7 +104,7 @@ def test_json_lists_become_hashable_fields():
 # ---------------------------------------------------------------- parity.
 
 def _randomize(model):
-  torch = pytest.importorskip('torch')
+  torch = torch_shims.import_torch()
   gen = torch.Generator().manual_seed(0)
   with torch.no_grad():
     for p in model.parameters():
@@ -142,7 +142,7 @@ def _torch_model(family, arch):
     ('torchvision', 'regnet_x_800mf', 'regnetx_800mf'),
 ])
 def test_converter_logit_parity(family, source, arch):
-  torch = pytest.importorskip('torch')
+  torch = torch_shims.import_torch()
   model = _randomize(_torch_model(family, source))
   name, variables, kwargs = checkpoints.convert(family, arch,
                                                 model.state_dict())
