@@ -126,6 +126,23 @@ def test_adversarial_section_units_and_masking():
       rows[:1]).markdown()
 
 
+def test_adversarial_section_notes_accuracy_rising_with_budget():
+  def fgsm(acc, eps, precision='w6a6'):
+    return _row(precision, 'adversarial', 'fgsm', acc,
+                {'eps': eps / 255, 'eps_255': eps}, n=64)
+  # The DoReFa w6a6 twin of the paper grid: FGSM's single step overshoots.
+  rows = [fgsm(0.891, 0.5), fgsm(0.781, 1), fgsm(0.844, 2), fgsm(0.953, 4),
+          fgsm(1.0, 0.5, 'fp32'), fgsm(0.969, 2, 'fp32'),
+          fgsm(0.97, 4, 'fp32')]  # +0.1 points: within the margin.
+  notes = adversarial.rising_with_budget(rows)
+  assert notes == ['m w6a6 fgsm: 95.3% at ε=4/255, above 78.1% at ε=1/255']
+  md = adversarial.section(rows).markdown()
+  assert 'Accuracy rising with the budget' in md and notes[0] in md
+  monotone = [fgsm(0.9, 1), fgsm(0.5, 2), fgsm(0.5, 4)]
+  assert not adversarial.rising_with_budget(monotone)
+  assert 'rising' not in adversarial.section(monotone).markdown()
+
+
 def test_systematic_section_ranks_and_drops():
   rows = []
   for d, base in (('pil', 0.9), ('opencv', 0.88)):
