@@ -40,11 +40,12 @@ resnet29_bottleneck_cifar for ResNet-50, regnetx_cifar, mobilenet_v2_cifar;
 the same methods x bits; suites at the sample's budgets):
   python -m robustmq_jax.main --config=configs/robustmq.py:sample \
       --workdir=/tmp/robustmq_sample
-  (hours on a 2-core CPU: the ResNet-20 twin's 13 model rows, 1,599 cells,
-  took 28 min beside another job, benchmarks/RESULTS.md; at one bit width
-  the three methods share their compiled programs through the compilation
-  cache. QAT models without a shipped checkpoint are fine-tuned by the run
-  first, 3-15 min each: checkpoints/README.md lists the shipped ones.)
+  (6,396 cells; all 48 QAT models are shipped in checkpoints/sample/, so
+  nothing is fine-tuned. On the 2-core CPU: 2 h 27 min of walls, 21-54 min
+  per twin; 1 h 29 min elapsed as two processes, each with its own
+  --config.models=M and workdir, merged by scripts/make_report.py:
+  benchmarks/RESULTS.md. At one bit width the three methods share their
+  compiled programs through the compilation cache.)
 One model within the quickstart's budget (ResNet-20, fp32 and the three
 methods at w4a4, all shipped in checkpoints/sample/):
   python -m robustmq_jax.main --config=configs/robustmq.py:sample_quick \
