@@ -18,6 +18,7 @@ import pytest
 from robustmq_jax.reporting import examples
 from robustmq_jax.reporting import report
 from robustmq_jax.results import outcomes
+from tests import ci
 
 _BROWSERS = ('chromium', 'chromium-browser')
 
@@ -27,9 +28,7 @@ def _browser() -> str:
     path = shutil.which(name)
     if path:
       return path
-  if os.environ.get('CI', '').lower() in ('1', 'true', 'yes'):
-    pytest.fail('chromium is not installed (.ci/run installs it)')
-  pytest.skip('chromium is not installed')
+  ci.missing('chromium is not installed')
 
 
 def _chromium(*args: str) -> subprocess.CompletedProcess:

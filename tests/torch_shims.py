@@ -1,7 +1,7 @@
 """Imports torchvision / timm on CPU-only torch, or skips the test.
 
-Under CI (`CI=true`, set by .ci/run, which installs requirements-test.txt) a
-missing package fails instead: the reference comparisons must run there.
+Under CI (`tests/ci.py`) a missing package fails instead: the reference
+comparisons must run there.
 
 torchvision 0.28.0 (the only release built for torch 2.13.0) ships CUDA-linked
 C ops; on CPU torch they fail to load and its meta registrations then raise
@@ -12,17 +12,16 @@ torchvision ops that do not exist; the Python models still work, the C ops
 """
 
 import importlib
-import os
-
-import pytest
 
 from robustmq_jax.testing.torch_compat import patch_register_fake
+from tests import ci
 
 
 def _import(name: str):
-  if os.environ.get('CI', '').lower() in ('1', 'true', 'yes'):
+  try:
     return importlib.import_module(name)
-  return pytest.importorskip(name)
+  except ImportError:
+    ci.missing(f'{name} is not installed')
 
 
 def import_torch():
