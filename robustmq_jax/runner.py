@@ -239,14 +239,19 @@ def _compute(settings: Settings, suites, blocks: list[_Block],
              train_sets: dict[int, Any]) -> None:
   """Evaluates the unfinished cells of every block, appending their rows."""
   float_models = {}
-  for i, b in enumerate(blocks):
-    if i and (blocks[i - 1].todo.any()):
-      # What the previous model/precision compiled and held goes first.
-      _release(suites, evaluator, model_done=blocks[i - 1].name != b.name)
+  # The model and apply function of the last block computed, and the apply
+  # functions shared by the current model's precisions (quant.QuantRequest).
+  last, programs = None, {}
+  for b in blocks:
     if not b.todo.any():
       logging.info('%s %s: all %d cells done, skipped', b.name, b.precision,
                    len(b.work))
       continue
+    if last is not None and last[0] != b.name:
+      # What the previous model compiled and held goes first.
+      _release(suites, evaluator, model_done=True)
+      last = None
+      programs.clear()
     bar.stage(f'{b.name} {b.precision}: loading')
     info = models_lib.model_info(b.name)
     if b.name not in float_models:
@@ -261,9 +266,16 @@ def _compute(settings: Settings, suites, blocks: list[_Block],
     else:
       mut = _quantized_model_under_test(
           settings, b.name, float_mut, float_spec, b.precision,
-          train_sets[info.image_size], info, cache_dir, mesh)
-    evaluated = (None if mut is float_mut else
-                 provenance.tree_hash(mut.variables) if writer else None)
+          train_sets[info.image_size], info, cache_dir, mesh, programs)
+    if last is not None and last[1] is not mut.apply:
+      # A precision with other programs: the previous one's go. Precisions
+      # that differ only in bit widths share theirs (traced, compiled once).
+      _release(suites, evaluator, model_done=False)
+    last = (b.name, mut.apply)
+    # The grids (bit widths as variables) are already in the row's key.
+    evaluated = (None if mut is float_mut else provenance.tree_hash(
+        {k: v for k, v in mut.variables.items()
+         if k != quant.GRID_COLLECTION}) if writer else None)
     for suite in suites:
       cells = [c for (s, c, _), t in zip(b.work, b.todo) if s is suite and t]
       if not cells:
@@ -344,7 +356,8 @@ def _open_train_sets(settings: Settings) -> dict[int, Any]:
 
 
 def _quantized_model_under_test(settings: Settings, name, float_mut, float_spec,
-                                precision, train_set, info, cache_dir, mesh):
+                                precision, train_set, info, cache_dir, mesh,
+                                programs):
 
   def train_arrays():
     ds = train_set
@@ -364,7 +377,7 @@ def _quantized_model_under_test(settings: Settings, name, float_mut, float_spec,
       float_variables=float_mut.variables, precision=base,
       qconfig=qconfig, train_arrays=train_arrays,
       cache_dir=os.path.join(cache_dir, 'quant'), mesh=mesh,
-      seed=settings.seed)
+      seed=settings.seed, programs=programs)
   fields = (defense_build.build if defense else quant.build)(request)
   fields.setdefault('method', _method(settings, precision))
   for k in ('variables', 'serve_variables'):

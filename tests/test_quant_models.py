@@ -112,6 +112,35 @@ def test_quantized_graphs_hold_low_bit_values(name):
                              rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('name', sorted(TINY))
+def test_traced_grids_give_the_same_numbers_and_one_program(name):
+  """Bit widths as variables ('quant_grid'): what `quant.build` evaluates.
+
+  The forward, its input gradient and the served model equal the plan's
+  constant grids exactly, and w4a4 and w2a2 lower to the same program
+  (which the constant grids do not: the test can tell them apart).
+  """
+  images, labels = _data()
+  x, y = images[:8].astype(np.float32) / 255.0, labels[:8]
+  programs = {}
+  for precision in ('w4a4', 'w2a2'):
+    qm = _quantized(name, precision)
+    traced, variables = qm.apply_fn(traced_grid=True), qm.grid_variables()
+    assert quant.GRID_COLLECTION in variables
+    g, logits = _loss_grad(traced, variables, x, y)
+    g_const, logits_const = _loss_grad(qm.apply_fn(), qm.variables, x, y)
+    np.testing.assert_array_equal(logits, logits_const)
+    np.testing.assert_array_equal(g, g_const)
+    serve_apply, serve_vars = qm.serve()
+    np.testing.assert_allclose(jax.jit(serve_apply)(serve_vars, x),
+                               logits_const, rtol=1e-4, atol=1e-4)
+    programs[precision] = [
+        jax.jit(apply).lower(v, x).as_text() for apply, v in
+        ((traced, variables), (qm.apply_fn(), qm.variables))]
+  assert programs['w4a4'][0] == programs['w2a2'][0]
+  assert programs['w4a4'][1] != programs['w2a2'][1]
+
+
 def test_fp32_spec_is_an_exact_identity():
   name = 'resnet20_cifar'
   fv = _float_variables(name)

@@ -36,6 +36,7 @@ import numpy as np
 
 from robustmq_jax.errors import UserError
 from robustmq_jax.quant import storage
+from robustmq_jax.quant.plan import GRID_COLLECTION
 from robustmq_jax.quant.pipeline import QuantizedModel
 from robustmq_jax.quant.pipeline import quantize_model
 from robustmq_jax.quant.pipeline import to_numpy
@@ -68,6 +69,10 @@ class QuantRequest:
       (<cache_dir>/<model>/<precision>_<method>_<fingerprint>/).
     mesh: the one device mesh (QAT is data-parallel over it).
     seed: run seed (calibration sampling, QAT).
+    programs: the run's apply functions by `QuantizedModel.program_key`, or
+      None. Precisions of a model that differ only in bit widths then get
+      the same function objects, whose compiled programs (keyed on them by
+      the suites and JAX) are traced and compiled once.
   """
   model_name: str
   model_kwargs: dict[str, Any]
@@ -79,6 +84,7 @@ class QuantRequest:
   cache_dir: str
   mesh: Any
   seed: int = 0
+  programs: dict[Any, Any] | None = None
 
 
 def validate_precision(precision: str, field: str = 'config.precisions'):
@@ -197,18 +203,24 @@ def build(request: QuantRequest) -> dict[str, Any]:
                             spec)
   else:
     qmodel = obtain(request, spec)
-  apply = qmodel.apply_fn('fake')
-  fields = {'apply': apply, 'variables': qmodel.variables,
+  # The grids as variables: the programs compiled for one bit width serve
+  # the model's other precisions (same structure, different values).
+  programs = {} if request.programs is None else request.programs
+  key = qmodel.program_key()
+  apply = programs.setdefault(('fake',) + key,
+                              qmodel.apply_fn('fake', traced_grid=True))
+  fields = {'apply': apply, 'variables': qmodel.grid_variables(),
             'grad_apply': apply,
             'method': 'float' if spec.is_float else spec.method,
             'serve_apply': None, 'serve_variables': None}
   if spec.eval_int8 and not spec.is_float:
-    fields['serve_apply'], fields['serve_variables'] = qmodel.serve()
+    serve_apply, fields['serve_variables'] = qmodel.serve()
+    fields['serve_apply'] = programs.setdefault(('serve',) + key, serve_apply)
   return fields
 
 
 __all__ = [
-    'FLOAT_PRECISION', 'QuantRequest', 'QuantSpec', 'QuantizedModel', 'build',
+    'FLOAT_PRECISION', 'GRID_COLLECTION', 'QuantRequest', 'QuantSpec', 'QuantizedModel', 'build',
     'default_config', 'load', 'obtain', 'parse_precision', 'parse_spec',
     'quantize_model', 'save', 'validate_config', 'validate_precision',
 ]

@@ -41,9 +41,12 @@ from robustmq_jax.models.ops import Role
 from robustmq_jax.quant import aqt_config
 from robustmq_jax.quant import compat
 from robustmq_jax.quant import reference
+from robustmq_jax.quant.plan import GRID_COLLECTION
 from robustmq_jax.quant.plan import LayerQuant
+from robustmq_jax.quant.plan import LHS_GRID
 from robustmq_jax.quant.plan import LHS_SCALE
 from robustmq_jax.quant.plan import QUANT_COLLECTION
+from robustmq_jax.quant.plan import RHS_GRID
 from robustmq_jax.quant.plan import RHS_SCALE
 from robustmq_jax.quant.plan import TensorQuant
 
@@ -66,6 +69,7 @@ class _Site(nn.Module):
   layer: LayerQuant
   mode: str = 'fake'
   init_scales: Any = None  # {'lhs': array, 'rhs': array} or None.
+  traced_grid: bool = False  # Read [qmin, qmax] from GRID_COLLECTION.
 
   def _scale(self, side: str, tq: TensorQuant | None, shape) -> Any:
     if tq is None:
@@ -79,6 +83,19 @@ class _Site(nn.Module):
       return jnp.ones(tq.scale_shape(shape), jnp.float32)
 
     return self.variable(QUANT_COLLECTION, name, init_fn).value
+
+  def _grids(self) -> tuple[Any, Any]:
+    """(lhs, rhs) traced [qmin, qmax], or (None, None): the plan's constants."""
+    if not self.traced_grid:
+      return None, None
+
+    def grid(name, tq):
+      if tq is None:
+        return None
+      return self.variable(GRID_COLLECTION, name, lambda: jnp.asarray(
+          [tq.qmin, tq.qmax], jnp.float32)).value
+
+    return grid(LHS_GRID, self.layer.lhs), grid(RHS_GRID, self.layer.rhs)
 
   def _const_rhs_scale(self):
     """The kernel scale as a constant, for AQT's CONVERT calibration."""
@@ -123,27 +140,35 @@ class AqtDotGeneralSite(_Site):
     frozen = self._frozen_rhs()
     cfg = aqt_config.dot_general_config(
         layer.lhs, layer.rhs, integer=self.mode != 'fake',
-        rhs_scale=self._const_rhs_scale() if self.mode == 'convert' else None)
+        rhs_scale=self._const_rhs_scale() if self.mode == 'convert' else None,
+        grids=self._grids())
     dg = aqt_flax.AqtDotGeneral(
         cfg, **self._aqt_kwargs(lhs, rhs, ls, rs, frozen))
     return dg(lhs, rhs, dimension_numbers, None, None)
 
 
-def _grid(tq: TensorQuant | None):
-  return None if tq is None else (tq.bits, tq.unsigned)
+def _grid(tq: TensorQuant | None, traced: Any) -> jax.Array | None:
+  """[qmin, qmax] of an operand (float32), or None when it stays float."""
+  if tq is None:
+    return None
+  if traced is not None:
+    return traced
+  return jnp.asarray([tq.qmin, tq.qmax], jnp.float32)
 
 
 def _ste_operand(x, scale, grid):
   """(dequantized x, straight-through mask) under the reference rule."""
   if grid is None:
     return x, jnp.ones_like(x)
-  bits, unsigned = grid
-  return (reference.fake_quant(x, scale, bits, unsigned),
-          reference.inside_grid(x, scale, bits, unsigned))
+  qmin, qmax = grid[0].astype(x.dtype), grid[1].astype(x.dtype)
+  q = reference.on_grid(x, scale, qmin, qmax)
+  v = x * reference.inverse_scale(jnp.asarray(scale, x.dtype))
+  inside = ((v >= qmin) & (v <= qmax)).astype(x.dtype)
+  return q * jnp.asarray(scale, x.dtype), inside
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def conv_ste(q, lhs, rhs, lhs_scale, rhs_scale, static):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def conv_ste(q, lhs, rhs, lhs_scale, rhs_scale, lhs_grid, rhs_grid, static):
   """Returns `q` (AQT's quantized conv output) with a straight-through VJP.
 
   Args:
@@ -152,31 +177,35 @@ def conv_ste(q, lhs, rhs, lhs_scale, rhs_scale, static):
     rhs: conv kernel.
     lhs_scale: input scale (broadcastable), 1.0 when the input is float.
     rhs_scale: kernel scale (keepdims), 1.0 when the kernel is float.
-    static: hashable (conv keyword items, lhs grid, rhs grid); a grid is
-      (bits, unsigned) or None.
+    lhs_grid: float32 [qmin, qmax] of the input (ignored when float).
+    rhs_grid: float32 [qmin, qmax] of the kernel (ignored when float).
+    static: hashable (conv keyword items, lhs quantized, rhs quantized).
 
   Returns:
     `q`, unchanged. The VJP gives lhs/rhs the float conv's VJP at the
     dequantized operands, each masked to its clipping range.
   """
-  del lhs, rhs, lhs_scale, rhs_scale, static
+  del lhs, rhs, lhs_scale, rhs_scale, lhs_grid, rhs_grid, static
   return q
 
 
-def _conv_ste_fwd(q, lhs, rhs, lhs_scale, rhs_scale, static):
-  return q, (lhs, rhs, lhs_scale, rhs_scale)
+def _conv_ste_fwd(q, lhs, rhs, lhs_scale, rhs_scale, lhs_grid, rhs_grid,
+                  static):
+  del static
+  return q, (lhs, rhs, lhs_scale, rhs_scale, lhs_grid, rhs_grid)
 
 
 def _conv_ste_bwd(static, res, g):
-  lhs, rhs, lhs_scale, rhs_scale = res
-  kwargs, lgrid, rgrid = static
-  xh, mx = _ste_operand(lhs, lhs_scale, lgrid)
-  wh, mw = _ste_operand(rhs, rhs_scale, rgrid)
+  lhs, rhs, lhs_scale, rhs_scale, lhs_grid, rhs_grid = res
+  kwargs, lq, rq = static
+  xh, mx = _ste_operand(lhs, lhs_scale, lhs_grid if lq else None)
+  wh, mw = _ste_operand(rhs, rhs_scale, rhs_grid if rq else None)
   _, vjp = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, **dict(kwargs)),
                    xh, wh)
   gx, gw = vjp(g)
   return (jnp.zeros_like(g), gx * mx, gw * mw, jnp.zeros_like(lhs_scale),
-          jnp.zeros_like(rhs_scale))
+          jnp.zeros_like(rhs_scale), jnp.zeros_like(lhs_grid),
+          jnp.zeros_like(rhs_grid))
 
 
 conv_ste.defvjp(_conv_ste_fwd, _conv_ste_bwd)
@@ -200,9 +229,11 @@ class AqtConvSite(_Site):
     ls = self._scale('lhs', layer.lhs, lhs.shape)
     rs = self._scale('rhs', layer.rhs, rhs.shape)
     frozen = self._frozen_rhs()
+    lg, rg = self._grids()
     cfg = aqt_config.conv_config(
         layer.lhs, layer.rhs, rank=lhs.ndim,
-        rhs_scale=self._const_rhs_scale() if self.mode == 'convert' else None)
+        rhs_scale=self._const_rhs_scale() if self.mode == 'convert' else None,
+        grids=(lg, rg))
     conv = aqt_flax.AqtConvGeneralDilated(
         cfg, **self._aqt_kwargs(lhs, rhs, ls, rs, frozen))
     q = conv(lax.stop_gradient(lhs), lax.stop_gradient(rhs), window_strides,
@@ -219,11 +250,15 @@ class AqtConvSite(_Site):
               ('precision', precision),
               ('preferred_element_type', preferred_element_type))
     one = jnp.ones((), lhs.dtype)
+    unused = jnp.zeros((2,), jnp.float32)  # the grid of a float operand
+    lgrid, rgrid = _grid(layer.lhs, lg), _grid(layer.rhs, rg)
     return conv_ste(q, lhs, rhs,
                     one if ls is None else aqt_config.full_rank_scale(
                         ls, lhs.ndim),
                     one if rs is None else rs,
-                    (kwargs, _grid(layer.lhs), _grid(layer.rhs)))
+                    unused if lgrid is None else lgrid,
+                    unused if rgrid is None else rgrid,
+                    (kwargs, lgrid is not None, rgrid is not None))
 
 
 def _einsum_swaps(eqn: str, lhs, rhs) -> bool:
@@ -251,8 +286,10 @@ class AqtEinsumSite(_Site):
     swap = _einsum_swaps(eqn, lhs, rhs)
     first, second = (layer.rhs, layer.lhs) if swap else (layer.lhs, layer.rhs)
     s1, s2 = (rs, ls) if swap else (ls, rs)
+    lg, rg = self._grids()
     cfg = aqt_config.dot_general_config(first, second,
-                                        integer=self.mode != 'fake')
+                                        integer=self.mode != 'fake',
+                                        grids=(rg, lg) if swap else (lg, rg))
 
     def dg(a, b, dimension_numbers, precision=None,
            preferred_element_type=None, **kwargs):
@@ -278,22 +315,29 @@ class AqtOps(Ops):
     mode: 'fake', 'int', 'convert' or 'serve'.
     scales: Role path -> {'lhs': array, 'rhs': array}: the initial values of
       the 'quant' variables (model.init) and the constants of 'convert'.
+    traced_grid: read every operand's [qmin, qmax] from the 'quant_grid'
+      variables (`pipeline.grid_collection`) instead of the plan's
+      constants: the same values, but the compiled program no longer
+      depends on the bit widths, so the precisions of a model share it.
   """
 
   def __init__(self, plan: dict[str, LayerQuant], mode: str = 'fake',
-               scales: dict[str, dict[str, Any]] | None = None):
+               scales: dict[str, dict[str, Any]] | None = None,
+               traced_grid: bool = False):
     if mode not in MODES:
       raise ValueError(f'mode={mode!r}; allowed: {MODES}')
     self.plan = plan
     self.mode = mode
     self.scales = scales or {}
+    self.traced_grid = traced_grid
 
   def _site(self, cls, role: Role, **kw):
     layer = self.plan.get(role.path)
     if layer is None or not layer.quantized:
       return None
     return functools.partial(cls, layer=layer, mode=self.mode,
-                             init_scales=self.scales.get(role.path), **kw)
+                             init_scales=self.scales.get(role.path),
+                             traced_grid=self.traced_grid, **kw)
 
   def dot_general_cls(self, role: Role) -> Any:
     return self._site(AqtDotGeneralSite, role, name='q')

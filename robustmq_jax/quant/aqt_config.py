@@ -48,13 +48,14 @@ class IntGrid(aqt_numerics.AqtNumerics):
   """Integer grid [qmin, qmax] with round-half-to-even (reference rule).
 
   Attributes:
-    qmin: smallest integer.
-    qmax: largest integer.
+    qmin: smallest integer: a Python int, or a traced float scalar when the
+      grid is a variable (`grid_numerics(..., grid=...)`).
+    qmax: largest integer (same kind as qmin).
     dtype: container dtype of the quantized values (int8 / uint8), or None
       to keep the input float dtype (integer-valued floats).
   """
-  qmin: int
-  qmax: int
+  qmin: Any
+  qmax: Any
   dtype: Any = None
 
   def get_dtype(self):
@@ -63,9 +64,12 @@ class IntGrid(aqt_numerics.AqtNumerics):
   def get_quant_bound(self):
     # The width a bound maps onto (reference.half_range); only AQT's own
     # calibrators read it, and we hand scales in directly.
-    if self.qmin == 0:
-      return float(self.qmax)
-    return (self.qmax - self.qmin) / 2.0
+    if isinstance(self.qmin, int):
+      return float(self.qmax) if self.qmin == 0 else (
+          (self.qmax - self.qmin) / 2.0)
+    qmin = jnp.asarray(self.qmin, jnp.float32)
+    qmax = jnp.asarray(self.qmax, jnp.float32)
+    return jnp.where(qmin == 0, qmax, (qmax - qmin) / 2.0)
 
   def vjp_fwd(self, x, context):
     del context
@@ -93,11 +97,21 @@ class StaticScale(aqt_calibration.Calibration):
     return [scale], [], None
 
 
-def grid_numerics(tq: TensorQuant | None, integer: bool):
-  """AQT numerics of one operand (NoNumerics when it stays float)."""
+def grid_numerics(tq: TensorQuant | None, integer: bool, grid: Any = None):
+  """AQT numerics of one operand (NoNumerics when it stays float).
+
+  Args:
+    tq: the operand's plan entry, or None (float).
+    integer: integer containers (int8 / uint8) instead of float ones.
+    grid: None for the plan's constant [qmin, qmax], or a traced float
+      array [qmin, qmax] (the 'quant_grid' variables): the compiled program
+      then does not depend on the bit width.
+  """
   if tq is None:
     return no_numerics.NoNumerics()
   dtype = reference.container_dtype(tq.bits, tq.unsigned) if integer else None
+  if grid is not None:
+    return IntGrid(qmin=grid[0], qmax=grid[1], dtype=dtype)
   return IntGrid(qmin=tq.qmin, qmax=tq.qmax, dtype=dtype)
 
 
@@ -119,7 +133,8 @@ def _calibration(tq: TensorQuant | None, scale: Any = None):
 
 
 def dot_general_config(lhs: TensorQuant | None, rhs: TensorQuant | None, *,
-                       integer: bool, rhs_scale: Any = None
+                       integer: bool, rhs_scale: Any = None,
+                       grids: tuple[Any, Any] = (None, None)
                        ) -> aqt_dot_general.DotGeneral:
   """The AQT config of one Dense / einsum contraction.
 
@@ -133,6 +148,8 @@ def dot_general_config(lhs: TensorQuant | None, rhs: TensorQuant | None, *,
       one is always dequantized first (int x float is not an integer matmul).
     rhs_scale: concrete scale for AQT's own calibration of the right operand
       (CONVERT); None when the scale is handed in as an incomplete QTensor.
+    grids: traced [qmin, qmax] of (lhs, rhs), or None for the plan's
+      constants (`grid_numerics`).
 
   Returns:
     An `aqt_dot_general.DotGeneral`; its backward pass is float, with the
@@ -140,8 +157,8 @@ def dot_general_config(lhs: TensorQuant | None, rhs: TensorQuant | None, *,
     the grid: the straight-through estimator.
   """
   cfg = aqt_config.default_unquantized_config()
-  aqt_config.set_numerics(cfg.fwd, grid_numerics(lhs, integer),
-                          grid_numerics(rhs, integer))
+  aqt_config.set_numerics(cfg.fwd, grid_numerics(lhs, integer, grids[0]),
+                          grid_numerics(rhs, integer, grids[1]))
   q = cfg.fwd.dg_quantizer
   q.lhs.calibration = _calibration(lhs)
   q.rhs.calibration = _calibration(rhs, rhs_scale)
@@ -164,18 +181,20 @@ def dot_general_config(lhs: TensorQuant | None, rhs: TensorQuant | None, *,
 
 
 def conv_config(lhs: TensorQuant | None, rhs: TensorQuant | None, *,
-                rank: int, rhs_scale: Any = None
+                rank: int, rhs_scale: Any = None,
+                grids: tuple[Any, Any] = (None, None)
                 ) -> aqt_dot_general.DotGeneral:
   """The AQT config of one `AqtConvGeneralDilated` (NHWC / HWIO).
 
   AQT's conv casts the integer values back to the float input dtype and
   convolves in float (integer-valued floats), whatever the config; we keep
   int8/uint8 containers so the quantized values are visible in the graph.
+  `grids` as in `dot_general_config`.
   """
   cfg = aqt_config.default_unquantized_config()
   raw = cfg.fwd
-  aqt_config.set_numerics(raw, grid_numerics(lhs, True),
-                          grid_numerics(rhs, True))
+  aqt_config.set_numerics(raw, grid_numerics(lhs, True, grids[0]),
+                          grid_numerics(rhs, True, grids[1]))
   raw.dg_accumulator_dtype = None
   q = raw.dg_quantizer
   # Flax layout assumed by aqt_conv_general: per-example lhs calibration

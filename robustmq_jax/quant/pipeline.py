@@ -71,6 +71,22 @@ def quant_collection(plan: plan_lib.Plan,
   return out
 
 
+def grid_collection(plan: plan_lib.Plan) -> dict[str, Any]:
+  """The 'quant_grid' collection of `plan`: float32 [qmin, qmax] per operand.
+
+  What a model built with `traced_grid=True` reads instead of its plan's
+  constants; it sits beside the scales (same module paths).
+  """
+  out: dict[str, Any] = {}
+  for layer in plan.values():
+    for side, name in (('lhs', plan_lib.LHS_GRID), ('rhs', plan_lib.RHS_GRID)):
+      tq = getattr(layer, side)
+      if tq is not None:
+        node = _node(out, plan_lib.scale_module_path(layer), create=True)
+        node[name] = np.asarray([tq.qmin, tq.qmax], np.float32)
+  return out
+
+
 def scales_of(plan: plan_lib.Plan, variables: dict[str, Any]
               ) -> dict[str, dict[str, np.ndarray]]:
   """Role path -> {'lhs', 'rhs'} scales, read from the 'quant' collection."""
@@ -127,21 +143,42 @@ class QuantizedModel:
   variables: dict[str, Any]
   meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-  def module(self, mode: str = 'fake'):
+  def module(self, mode: str = 'fake', traced_grid: bool = False):
     """The Flax model with AQT contractions in `mode` (see AqtOps)."""
     ops = BACKENDS[self.spec.backend](self.plan, mode,
-                                      scales_of(self.plan, self.variables))
+                                      scales_of(self.plan, self.variables),
+                                      traced_grid=traced_grid)
     return models.get_model(self.model_name, num_classes=self.num_classes,
                             ops=ops, **dict(self.model_kwargs))
 
-  def apply_fn(self, mode: str = 'fake') -> ApplyFn:
-    """``apply(variables, images) -> logits`` (images in [0, 1])."""
-    module = self.module(mode)
+  def apply_fn(self, mode: str = 'fake', traced_grid: bool = False
+               ) -> ApplyFn:
+    """``apply(variables, images) -> logits`` (images in [0, 1]).
+
+    With `traced_grid`, the integer grids are read from the variables'
+    'quant_grid' collection (`grid_variables`), so that one compiled
+    program serves every bit width of the model.
+    """
+    module = self.module(mode, traced_grid)
 
     def apply(variables, images):
       return module.apply(variables, images, train=False)
 
     return apply
+
+  def program_key(self) -> tuple[Any, ...]:
+    """Equal for models whose traced-grid programs are the same (`apply_fn`
+    with `traced_grid`): same model and settings, plans equal but for bits."""
+    kwargs = tuple(sorted((k, repr(v)) for k, v in self.model_kwargs.items()))
+    return (self.spec.backend, self.model_name, self.num_classes, kwargs,
+            plan_lib.structure(self.plan))
+
+  def grid_variables(self) -> dict[str, Any]:
+    """`variables` plus the 'quant_grid' collection (see `apply_fn`)."""
+    if not self.plan:
+      return self.variables
+    return dict(self.variables,
+                **{plan_lib.GRID_COLLECTION: grid_collection(self.plan)})
 
   def image_size(self) -> int:
     return models.model_info(self.model_name).image_size
@@ -158,8 +195,8 @@ class QuantizedModel:
     dummy = jnp.zeros((1, size, size, 3), jnp.float32)
     _, state = jax.jit(lambda v, x: convert.apply(
         v, x, train=False, mutable=['aqt']))(self.variables, dummy)
-    serve_variables = dict(self.variables, aqt=to_numpy(state['aqt']))
-    return self.apply_fn('serve'), serve_variables
+    serve_variables = dict(self.grid_variables(), aqt=to_numpy(state['aqt']))
+    return self.apply_fn('serve', traced_grid=True), serve_variables
 
 
 def float_twin(model_name: str, num_classes: int, model_kwargs: dict,

@@ -17,6 +17,13 @@ from robustmq_jax.quant.spec import QuantSpec
 QUANT_COLLECTION = 'quant'
 LHS_SCALE = 'lhs_scale'
 RHS_SCALE = 'rhs_scale'
+# The integer grids as variables (float32 [qmin, qmax] per operand, beside
+# the scales' paths): the evaluated model reads them instead of baking the
+# bit width into its program, so that every precision of a model shares one
+# compiled program (`AqtOps(..., traced_grid=True)`).
+GRID_COLLECTION = 'quant_grid'
+LHS_GRID = 'lhs_grid'
+RHS_GRID = 'rhs_grid'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +172,19 @@ def make_plan(sites: dict[str, Site], spec: QuantSpec,
       shape = tuple(site.rhs_shape)
     plan[path] = LayerQuant(path, role.kind, lhs, rhs, shape)
   return plan
+
+
+def structure(plan: Plan) -> tuple[Any, ...]:
+  """What of `plan` shapes a program built with traced grids: all but bits.
+
+  Two plans with equal structures give the same program once their grids
+  are variables (`AqtOps(..., traced_grid=True)`), so one compiled program
+  serves both (e.g. w8a8 and w2a2 of one model).
+  """
+  def tq(t):
+    return None if t is None else (t.unsigned, t.shared_axes)
+  return tuple((l.path, l.kind, tq(l.lhs), tq(l.rhs), l.rhs_shape)
+               for l in (plan[k] for k in sorted(plan)))
 
 
 def plan_to_json(plan: Plan) -> list[dict[str, Any]]:

@@ -49,7 +49,8 @@ def scale_from_bound(bound, bits: int, unsigned: bool):
   return bound / jnp.float32(half_range(bits, unsigned))
 
 
-def _inverse(scale: jax.Array) -> jax.Array:
+def inverse_scale(scale: jax.Array) -> jax.Array:
+  """1 / scale as the quantizers use it (a zero scale gives 1, not inf)."""
   inv = lax.reciprocal(scale)
   return jnp.where(jnp.isinf(inv), jnp.ones_like(inv), inv)
 
@@ -58,9 +59,19 @@ def quantize(x: jax.Array, scale: jax.Array, bits: int,
              unsigned: bool = False) -> jax.Array:
   """Integer values (int32) of `x` on the grid; `scale` broadcasts to x."""
   qmin, qmax = int_range(bits, unsigned)
-  v = x * _inverse(jnp.asarray(scale, x.dtype))
-  v = jnp.clip(v, qmin, qmax)
-  return lax.round(v, lax.RoundingMethod.TO_NEAREST_EVEN).astype(jnp.int32)
+  return on_grid(x, scale, qmin, qmax).astype(jnp.int32)
+
+
+def on_grid(x: jax.Array, scale: jax.Array, qmin: Any, qmax: Any
+            ) -> jax.Array:
+  """The integers of `x` on [qmin, qmax], as integer-valued floats.
+
+  `qmin` / `qmax` may be traced (a grid held in variables, so that one
+  compiled program serves every bit width).
+  """
+  v = x * inverse_scale(jnp.asarray(scale, x.dtype))
+  v = jnp.clip(v, jnp.asarray(qmin, x.dtype), jnp.asarray(qmax, x.dtype))
+  return lax.round(v, lax.RoundingMethod.TO_NEAREST_EVEN)
 
 
 def dequantize(q: jax.Array, scale: jax.Array,
@@ -79,7 +90,7 @@ def inside_grid(x: jax.Array, scale: jax.Array, bits: int,
                 unsigned: bool = False) -> jax.Array:
   """1.0 where ``x / scale`` lies inside [qmin, qmax] (not clipped), else 0."""
   qmin, qmax = int_range(bits, unsigned)
-  v = x * _inverse(jnp.asarray(scale, x.dtype))
+  v = x * inverse_scale(jnp.asarray(scale, x.dtype))
   return ((v >= qmin) & (v <= qmax)).astype(x.dtype)
 
 
