@@ -244,3 +244,40 @@ def test_two_runs_in_one_process_match_separate_processes(tmp_path):
   separate = read_rows(str(tmp_path / 'c' / 'results.jsonl'))
   assert len(in_process) == len(separate) > 4
   assert _comparable(in_process) == _comparable(separate)
+
+
+def test_precisions_that_differ_in_bits_share_their_programs(tmp_path):
+  """A second bit width adds no traced program and gives its own rows.
+
+  The quantized ViT's w4a4 and w2a2 (shipped checkpoints, same plan but for
+  bits) share apply functions and hence compiled steps; the w2a2 rows equal
+  those of a run of w2a2 alone.
+  """
+  overrides = {'suites': 'clean,adversarial', 'data.num_examples': '16',
+               'adversarial.attacks': 'fgsm', 'adversarial.num_examples': '8',
+               'adversarial.linf_eps_255': '2', 'adversarial.transfer': 'False'}
+  traced = []
+
+  def listen(event, duration, **kw):
+    del duration
+    if event.endswith('jaxpr_trace_duration') and kw.get('fun_name') == 'step':
+      traced.append(1)
+
+  def run(precisions, name):
+    traced.clear()
+    config = settings_lib.load('configs/vit_w4.py:sample', list(
+        dict(overrides, precisions=precisions).items()))
+    rows = runner.run(config, str(tmp_path / name))
+    return len(traced), rows
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    one, _ = run('w4a4', 'one')
+    two, both = run('w4a4,w2a2', 'two')
+    _, alone = run('w2a2', 'alone')
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert one >= 3 and two == one  # clean, serve (int8) and attack steps
+  w2 = [r for r in both if r['precision'] == 'w2a2']
+  assert len(w2) == len(alone) == 2
+  assert _comparable(w2) == _comparable(alone)

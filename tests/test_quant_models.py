@@ -139,6 +139,15 @@ def test_traced_grids_give_the_same_numbers_and_one_program(name):
         ((traced, variables), (qm.apply_fn(), qm.variables))]
   assert programs['w4a4'][0] == programs['w2a2'][0]
   assert programs['w4a4'][1] != programs['w2a2'][1]
+  # What the runner does: one function object serves both precisions.
+  q4, q2 = _quantized(name, 'w4a4'), _quantized(name, 'w2a2')
+  assert q4.program_key() == q2.program_key()
+  shared = jax.jit(q4.apply_fn(traced_grid=True))
+  np.testing.assert_array_equal(shared(q4.grid_variables(), x),
+                                jax.jit(q4.apply_fn())(q4.variables, x))
+  np.testing.assert_array_equal(shared(q2.grid_variables(), x),
+                                jax.jit(q2.apply_fn())(q2.variables, x))
+  assert shared._cache_size() == 1  # pylint: disable=protected-access
 
 
 def test_fp32_spec_is_an_exact_identity():
@@ -194,10 +203,22 @@ def test_build_fields_cache_and_shipped_checkpoints(tmp_path):
     raise AssertionError('should have loaded a checkpoint')
 
   # Second build: from the cache, no calibration data needed.
-  again = quant.build(_request(tmp_path, qc, train_arrays=no_data))
+  programs = {}
+  req = _request(tmp_path, qc, train_arrays=no_data)
+  req.programs = programs
+  again = quant.build(req)
   for a, b in zip(jax.tree.leaves(fields['variables']),
                   jax.tree.leaves(again['variables'])):
     np.testing.assert_array_equal(a, b)
+  # Another bit width in the same run gets the same function (the runner
+  # keeps its compiled programs); its own grids come with its variables.
+  req = _request(tmp_path, qc, precision='w2a2')
+  req.programs = programs
+  w2 = quant.build(req)
+  assert w2['apply'] is again['apply'] and len(programs) == 1
+  assert not np.array_equal(
+      jax.tree.leaves(w2['variables'][quant.GRID_COLLECTION]),
+      jax.tree.leaves(again['variables'][quant.GRID_COLLECTION]))
   # A shipped checkpoint (<dir>/<model>/<precision>_<method>) is used first.
   shipped = tmp_path / 'shipped'
   qm = quant.load(str(next((tmp_path / 'cache' / 'resnet20_cifar').iterdir())))

@@ -67,7 +67,8 @@ class Evaluator:
 
   def release(self) -> None:
     """Forgets every compiled step (the runner calls it between models and
-    precisions, with `jax.clear_caches()`, so programs do not accumulate)."""
+    between precisions that do not share their programs, with
+    `jax.clear_caches()`, so programs do not accumulate)."""
     self._compiled.clear()
 
   def _step(self, fn: PerExampleFn, keep: tuple[str, ...] = ()) -> Callable:

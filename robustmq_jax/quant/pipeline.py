@@ -10,6 +10,7 @@ forward from one plan and one set of variables:
 """
 
 import dataclasses
+import json
 from typing import Any, Callable
 
 from absl import logging
@@ -169,7 +170,8 @@ class QuantizedModel:
   def program_key(self) -> tuple[Any, ...]:
     """Equal for models whose traced-grid programs are the same (`apply_fn`
     with `traced_grid`): same model and settings, plans equal but for bits."""
-    kwargs = tuple(sorted((k, repr(v)) for k, v in self.model_kwargs.items()))
+    # JSON: a checkpoint read back has lists where the config had tuples.
+    kwargs = json.dumps(self.model_kwargs, sort_keys=True, default=repr)
     return (self.spec.backend, self.model_name, self.num_classes, kwargs,
             plan_lib.structure(self.plan))
 

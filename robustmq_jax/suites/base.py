@@ -167,9 +167,12 @@ class Suite(abc.ABC):
   def release(self, *, model_done: bool = False) -> None:
     """Drops what belongs to the model/precision just finished.
 
-    The runner calls it before the next precision (and with `model_done`
-    before the next model), so compiled programs and the weights their
-    closures hold do not pile up over a long grid. The default empties
+    The runner calls it before the next precision whose model functions
+    differ (precisions that differ only in bit widths share theirs, and so
+    their compiled programs: `quant.QuantRequest.programs`), and with
+    `model_done` before the next model, so compiled programs and the
+    weights their closures hold do not pile up over a long grid. The
+    default empties
     `self._fns` (the per-example functions, each the key of a compiled
     step); data caches have their own stated bounds, and those tied to one
     model are dropped when `model_done`.
