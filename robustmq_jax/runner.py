@@ -357,7 +357,7 @@ def _open_train_sets(settings: Settings) -> dict[int, Any]:
 
 def _quantized_model_under_test(settings: Settings, name, float_mut, float_spec,
                                 precision, train_set, info, cache_dir, mesh,
-                                programs):
+                                programs=None):
 
   def train_arrays():
     ds = train_set

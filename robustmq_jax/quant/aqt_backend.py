@@ -97,6 +97,14 @@ class _Site(nn.Module):
 
     return grid(LHS_GRID, self.layer.lhs), grid(RHS_GRID, self.layer.rhs)
 
+  def _convert_rhs_scale(self, rs):
+    """The kernel scale for AQT's CONVERT calibration (None in other modes):
+    the 'quant' variable itself with traced grids (one CONVERT program for
+    every bit width), else a constant."""
+    if self.mode != 'convert':
+      return None
+    return rs if self.traced_grid else self._const_rhs_scale()
+
   def _const_rhs_scale(self):
     """The kernel scale as a constant, for AQT's CONVERT calibration."""
     init = (self.init_scales or {}).get('rhs')
@@ -140,8 +148,7 @@ class AqtDotGeneralSite(_Site):
     frozen = self._frozen_rhs()
     cfg = aqt_config.dot_general_config(
         layer.lhs, layer.rhs, integer=self.mode != 'fake',
-        rhs_scale=self._const_rhs_scale() if self.mode == 'convert' else None,
-        grids=self._grids())
+        rhs_scale=self._convert_rhs_scale(rs), grids=self._grids())
     dg = aqt_flax.AqtDotGeneral(
         cfg, **self._aqt_kwargs(lhs, rhs, ls, rs, frozen))
     return dg(lhs, rhs, dimension_numbers, None, None)
@@ -232,8 +239,7 @@ class AqtConvSite(_Site):
     lg, rg = self._grids()
     cfg = aqt_config.conv_config(
         layer.lhs, layer.rhs, rank=lhs.ndim,
-        rhs_scale=self._const_rhs_scale() if self.mode == 'convert' else None,
-        grids=(lg, rg))
+        rhs_scale=self._convert_rhs_scale(rs), grids=(lg, rg))
     conv = aqt_flax.AqtConvGeneralDilated(
         cfg, **self._aqt_kwargs(lhs, rhs, ls, rs, frozen))
     q = conv(lax.stop_gradient(lhs), lax.stop_gradient(rhs), window_strides,

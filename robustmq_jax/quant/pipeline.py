@@ -192,11 +192,13 @@ class QuantizedModel:
     'aqt' collection; SERVE reads them (the float kernels it is handed are
     ignored by the forward; they carry the straight-through gradient).
     """
-    convert = self.module('convert')
+    # Grids and kernel scales as variables: the CONVERT program is the same
+    # for every bit width (compiled once, then from the persistent cache).
+    convert = self.module('convert', traced_grid=True)
     size = self.image_size()
     dummy = jnp.zeros((1, size, size, 3), jnp.float32)
     _, state = jax.jit(lambda v, x: convert.apply(
-        v, x, train=False, mutable=['aqt']))(self.variables, dummy)
+        v, x, train=False, mutable=['aqt']))(self.grid_variables(), dummy)
     serve_variables = dict(self.grid_variables(), aqt=to_numpy(state['aqt']))
     return self.apply_fn('serve', traced_grid=True), serve_variables
 
