@@ -239,8 +239,8 @@ def _compute(settings: Settings, suites, blocks: list[_Block],
              train_sets: dict[int, Any]) -> None:
   """Evaluates the unfinished cells of every block, appending their rows."""
   float_models = {}
-  # The model and apply function of the last block computed, and the apply
-  # functions shared by the current model's precisions (quant.QuantRequest).
+  # The model and functions (apply, grad, serve) of the last block computed,
+  # and the functions its precisions share (quant.QuantRequest.programs).
   last, programs = None, {}
   for b in blocks:
     if not b.todo.any():
@@ -267,11 +267,12 @@ def _compute(settings: Settings, suites, blocks: list[_Block],
       mut = _quantized_model_under_test(
           settings, b.name, float_mut, float_spec, b.precision,
           train_sets[info.image_size], info, cache_dir, mesh, programs)
-    if last is not None and last[1] is not mut.apply:
+    fns = (mut.apply, mut.grad_apply, mut.serve_apply)
+    if last is not None and any(x is not y for x, y in zip(last[1], fns)):
       # A precision with other programs: the previous one's go. Precisions
       # that differ only in bit widths share theirs (traced, compiled once).
       _release(suites, evaluator, model_done=False)
-    last = (b.name, mut.apply)
+    last = (b.name, fns)
     # The grids (bit widths as variables) are already in the row's key.
     evaluated = (None if mut is float_mut else provenance.tree_hash(
         {k: v for k, v in mut.variables.items()

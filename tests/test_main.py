@@ -253,9 +253,12 @@ def test_precisions_that_differ_in_bits_share_their_programs(tmp_path):
   bits) share apply functions and hence compiled steps; the w2a2 rows equal
   those of a run of w2a2 alone.
   """
-  overrides = {'suites': 'clean,adversarial', 'data.num_examples': '16',
-               'adversarial.attacks': 'fgsm', 'adversarial.num_examples': '8',
-               'adversarial.linf_eps_255': '2', 'adversarial.transfer': 'False'}
+  overrides = {'suites': 'clean,adversarial,corruption',
+               'data.num_examples': '16', 'adversarial.attacks': 'fgsm',
+               'adversarial.num_examples': '8',
+               'adversarial.linf_eps_255': '2',
+               'corruption.names': 'gaussian_noise',
+               'corruption.severities': '3', 'corruption.num_examples': '8'}
   traced = []
 
   def listen(event, duration, **kw):
@@ -277,7 +280,8 @@ def test_precisions_that_differ_in_bits_share_their_programs(tmp_path):
     _, alone = run('w2a2', 'alone')
   finally:
     jax.monitoring.unregister_event_duration_listener(listen)
-  assert one >= 3 and two == one  # clean, serve (int8) and attack steps
+  assert one >= 3 and two == one  # clean, serve (int8), attack, corruption
   w2 = [r for r in both if r['precision'] == 'w2a2']
-  assert len(w2) == len(alone) == 2
+  assert len(w2) == len(alone) == 4  # clean, fgsm, corruption, its clean
+  assert any('accuracy_transfer' in r for r in w2)
   assert _comparable(w2) == _comparable(alone)

@@ -67,7 +67,7 @@ def iter_batches(
 
   Args:
     dataset: the source.
-    batch_size: rows per batch on this host.
+    batch_size: most rows per batch on this host (see above).
     ids: which examples (default: all, in order).
     process_index: this process.
     process_count: number of processes.

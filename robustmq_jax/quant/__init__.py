@@ -220,7 +220,8 @@ def build(request: QuantRequest) -> dict[str, Any]:
 
 
 __all__ = [
-    'FLOAT_PRECISION', 'GRID_COLLECTION', 'QuantRequest', 'QuantSpec', 'QuantizedModel', 'build',
+    'FLOAT_PRECISION', 'GRID_COLLECTION', 'QuantRequest', 'QuantSpec',
+    'QuantizedModel', 'build',
     'default_config', 'load', 'obtain', 'parse_precision', 'parse_spec',
     'quantize_model', 'save', 'validate_config', 'validate_precision',
 ]

@@ -320,7 +320,8 @@ class AqtOps(Ops):
     plan: Role path -> LayerQuant.
     mode: 'fake', 'int', 'convert' or 'serve'.
     scales: Role path -> {'lhs': array, 'rhs': array}: the initial values of
-      the 'quant' variables (model.init) and the constants of 'convert'.
+      the 'quant' variables (model.init) and the constants of 'convert'
+      without traced grids (with them, CONVERT reads the variables).
     traced_grid: read every operand's [qmin, qmax] from the 'quant_grid'
       variables (`pipeline.grid_collection`) instead of the plan's
       constants: the same values, but the compiled program no longer

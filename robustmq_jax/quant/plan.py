@@ -3,8 +3,10 @@
 Every contraction a model routes through `robustmq_jax.models.ops` (a `Role`)
 gets a `LayerQuant`: how its left operand (always an activation) and its right
 operand (the kernel of a Dense/Conv, or the second activation of an attention
-einsum) are quantized. The plan is static (it fixes the compiled graph); the
-scales themselves are variables (collection ``'quant'``).
+einsum) are quantized. The plan's structure is static (it fixes the compiled
+graph); the scales are variables (collection ``'quant'``), and so are the
+integer grids of the evaluated model (``'quant_grid'``), so that its
+precisions share one program.
 """
 
 import dataclasses

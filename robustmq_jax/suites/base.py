@@ -95,7 +95,7 @@ class SuiteContext:
     config: the whole run config (a suite reads `config.<suite name>`).
     dataset: the evaluation split.
     evaluator: the sharded evaluator (its `mesh` is the one mesh).
-    batch_size: global batch size.
+    batch_size: largest global batch (`data.iter_batches` evens them out).
     seed: run seed; suites derive keys from it and example ids.
     cache_dir: a folder for the suite's cached artefacts (process 0 writes).
     num_examples: examples of the split to use (`config.data.num_examples`,
