@@ -92,8 +92,8 @@ class _Site(nn.Module):
     def grid(name, tq):
       if tq is None:
         return None
-      return self.variable(GRID_COLLECTION, name, lambda: jnp.asarray(
-          [tq.qmin, tq.qmax], jnp.float32)).value
+      return self.variable(GRID_COLLECTION, name,
+                           lambda: jnp.asarray(tq.grid)).value
 
     return grid(LHS_GRID, self.layer.lhs), grid(RHS_GRID, self.layer.rhs)
 
@@ -154,24 +154,20 @@ class AqtDotGeneralSite(_Site):
     return dg(lhs, rhs, dimension_numbers, None, None)
 
 
-def _grid(tq: TensorQuant | None, traced: Any) -> jax.Array | None:
-  """[qmin, qmax] of an operand (float32), or None when it stays float."""
+def _grid(tq: TensorQuant | None, traced: Any) -> jax.Array:
+  """float32 [qmin, qmax] of an operand (zeros, unused, when it is float)."""
   if tq is None:
-    return None
-  if traced is not None:
-    return traced
-  return jnp.asarray([tq.qmin, tq.qmax], jnp.float32)
+    return jnp.zeros((2,), jnp.float32)
+  return jnp.asarray(tq.grid) if traced is None else traced
 
 
 def _ste_operand(x, scale, grid):
   """(dequantized x, straight-through mask) under the reference rule."""
   if grid is None:
     return x, jnp.ones_like(x)
-  qmin, qmax = grid[0].astype(x.dtype), grid[1].astype(x.dtype)
-  q = reference.on_grid(x, scale, qmin, qmax)
-  v = x * reference.inverse_scale(jnp.asarray(scale, x.dtype))
-  inside = ((v >= qmin) & (v <= qmax)).astype(x.dtype)
-  return q * jnp.asarray(scale, x.dtype), inside
+  q = reference.on_grid(x, scale, grid[0], grid[1])
+  return (reference.dequantize(q, scale, x.dtype),
+          reference.inside_range(x, scale, grid[0], grid[1]))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
@@ -256,15 +252,12 @@ class AqtConvSite(_Site):
               ('precision', precision),
               ('preferred_element_type', preferred_element_type))
     one = jnp.ones((), lhs.dtype)
-    unused = jnp.zeros((2,), jnp.float32)  # the grid of a float operand
-    lgrid, rgrid = _grid(layer.lhs, lg), _grid(layer.rhs, rg)
     return conv_ste(q, lhs, rhs,
                     one if ls is None else aqt_config.full_rank_scale(
                         ls, lhs.ndim),
                     one if rs is None else rs,
-                    unused if lgrid is None else lgrid,
-                    unused if rgrid is None else rgrid,
-                    (kwargs, lgrid is not None, rgrid is not None))
+                    _grid(layer.lhs, lg), _grid(layer.rhs, rg),
+                    (kwargs, layer.lhs is not None, layer.rhs is not None))
 
 
 def _einsum_swaps(eqn: str, lhs, rhs) -> bool:

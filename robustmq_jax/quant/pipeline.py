@@ -55,21 +55,27 @@ def _node(tree: dict[str, Any], path: str, create: bool = False):
   return tree
 
 
+def _per_operand(plan: plan_lib.Plan, names: tuple[str, str],
+                 value: Callable[[str, str, Any], Any]) -> dict[str, Any]:
+  """A variable collection: `value(path, side, tq)` under names[side] at
+  each quantized operand's module path (`plan.scale_module_path`)."""
+  out: dict[str, Any] = {}
+  for path, layer in plan.items():
+    for side, name in zip(('lhs', 'rhs'), names):
+      tq = getattr(layer, side)
+      if tq is not None:
+        node = _node(out, plan_lib.scale_module_path(layer), create=True)
+        node[name] = value(path, side, tq)
+  return out
+
+
 def quant_collection(plan: plan_lib.Plan,
                      scales: dict[str, dict[str, Any]]) -> dict[str, Any]:
   """The 'quant' variable collection for `scales` (Role path keyed)."""
-  out: dict[str, Any] = {}
-  for path, layer in plan.items():
-    s = scales.get(path, {})
-    node = None
-    for side, name in (('lhs', plan_lib.LHS_SCALE),
-                       ('rhs', plan_lib.RHS_SCALE)):
-      if getattr(layer, side) is None:
-        continue
-      if node is None:
-        node = _node(out, plan_lib.scale_module_path(layer), create=True)
-      node[name] = np.asarray(s[side], np.float32)
-  return out
+  return _per_operand(
+      plan, (plan_lib.LHS_SCALE, plan_lib.RHS_SCALE),
+      lambda path, side, tq: np.asarray(scales.get(path, {})[side],
+                                        np.float32))
 
 
 def grid_collection(plan: plan_lib.Plan) -> dict[str, Any]:
@@ -78,14 +84,8 @@ def grid_collection(plan: plan_lib.Plan) -> dict[str, Any]:
   What a model built with `traced_grid=True` reads instead of its plan's
   constants; it sits beside the scales (same module paths).
   """
-  out: dict[str, Any] = {}
-  for layer in plan.values():
-    for side, name in (('lhs', plan_lib.LHS_GRID), ('rhs', plan_lib.RHS_GRID)):
-      tq = getattr(layer, side)
-      if tq is not None:
-        node = _node(out, plan_lib.scale_module_path(layer), create=True)
-        node[name] = np.asarray([tq.qmin, tq.qmax], np.float32)
-  return out
+  return _per_operand(plan, (plan_lib.LHS_GRID, plan_lib.RHS_GRID),
+                      lambda path, side, tq: tq.grid)
 
 
 def scales_of(plan: plan_lib.Plan, variables: dict[str, Any]
@@ -197,9 +197,10 @@ class QuantizedModel:
     convert = self.module('convert', traced_grid=True)
     size = self.image_size()
     dummy = jnp.zeros((1, size, size, 3), jnp.float32)
+    variables = self.grid_variables()
     _, state = jax.jit(lambda v, x: convert.apply(
-        v, x, train=False, mutable=['aqt']))(self.grid_variables(), dummy)
-    serve_variables = dict(self.grid_variables(), aqt=to_numpy(state['aqt']))
+        v, x, train=False, mutable=['aqt']))(variables, dummy)
+    serve_variables = dict(variables, aqt=to_numpy(state['aqt']))
     return self.apply_fn('serve', traced_grid=True), serve_variables
 
 

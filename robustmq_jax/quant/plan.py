@@ -12,6 +12,8 @@ precisions share one program.
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from robustmq_jax.models.ops import Role
 from robustmq_jax.quant import reference
 from robustmq_jax.quant.spec import QuantSpec
@@ -50,6 +52,11 @@ class TensorQuant:
   @property
   def qmax(self) -> int:
     return reference.int_range(self.bits, self.unsigned)[1]
+
+  @property
+  def grid(self) -> np.ndarray:
+    """float32 [qmin, qmax]: the operand's 'quant_grid' variable."""
+    return np.asarray([self.qmin, self.qmax], np.float32)
 
   def scale_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
     """Shape of the scale for an operand of `shape` (keepdims)."""

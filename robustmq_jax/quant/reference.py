@@ -89,9 +89,15 @@ def fake_quant(x: jax.Array, scale: jax.Array, bits: int,
 def inside_grid(x: jax.Array, scale: jax.Array, bits: int,
                 unsigned: bool = False) -> jax.Array:
   """1.0 where ``x / scale`` lies inside [qmin, qmax] (not clipped), else 0."""
-  qmin, qmax = int_range(bits, unsigned)
+  return inside_range(x, scale, *int_range(bits, unsigned))
+
+
+def inside_range(x: jax.Array, scale: jax.Array, qmin: Any, qmax: Any
+                 ) -> jax.Array:
+  """`inside_grid` with the grid given as (possibly traced) qmin / qmax."""
   v = x * inverse_scale(jnp.asarray(scale, x.dtype))
-  return ((v >= qmin) & (v <= qmax)).astype(x.dtype)
+  return ((v >= jnp.asarray(qmin, x.dtype))
+          & (v <= jnp.asarray(qmax, x.dtype))).astype(x.dtype)
 
 
 def fake_quant_ste(x: jax.Array, scale: jax.Array, bits: int,
