@@ -83,8 +83,11 @@ def load_float_model(settings: Settings | ml_collections.ConfigDict,
 def _float_model_under_test(name, module, variables, info):
   def apply(v, x):
     return module.apply(v, x, train=False)
+  # As for the quantized models (`quant.build`): a jitted forward, traced
+  # once per input shape for all suites; gradients through the plain one.
   return suites_lib.ModelUnderTest(
-      name=name, precision=quant.FLOAT_PRECISION, apply=apply,
+      name=name, precision=quant.FLOAT_PRECISION, apply=jax.jit(apply),
+      grad_apply=apply,
       variables=variables, image_size=info.image_size, method='float')
 
 

@@ -146,6 +146,18 @@ def test_runs_and_flags_gradient_masking():
   assert k['accuracy'] > h['accuracy']
 
 
+def test_zero_gradient_checked_once_per_model_and_subset():
+  """The check sees clean images only: computed in a model's first cell,
+  reused in the others, never carried over to another model."""
+  config = _config(attacks=('fgsm', 'pgd_linf'), linf_eps_255=(10.0, 25.0))
+  fp, honest, masked = _models()
+  suite = suites.get_suite('adversarial')  # One instance: its cache kept.
+  for model, want in ((fp, 0.0), (masked, 1.0), (honest, 0.0)):
+    rows = _run(model, config, suite)
+    assert len(rows) == 4
+    assert {m['zero_grad_fraction'] for m in rows.values()} == {want}
+
+
 def test_transfer_crafted_once_and_equal_to_in_program(monkeypatch):
   """The float model's adversarials are crafted once per cell for all
   quantized models (`suites.transfer_cache`) and score like the attack

@@ -215,7 +215,8 @@ def test_build_fields_cache_and_shipped_checkpoints(tmp_path):
   req = _request(tmp_path, qc, precision='w2a2')
   req.programs = programs
   w2 = quant.build(req)
-  assert w2['apply'] is again['apply'] and len(programs) == 1
+  assert w2['apply'] is again['apply'] and len(programs) == 2
+  assert w2['grad_apply'] is again['grad_apply']
   assert not np.array_equal(
       jax.tree.leaves(w2['variables'][quant.GRID_COLLECTION]),
       jax.tree.leaves(again['variables'][quant.GRID_COLLECTION]))

@@ -207,15 +207,21 @@ def build(request: QuantRequest) -> dict[str, Any]:
   # the model's other precisions (same structure, different values).
   programs = {} if request.programs is None else request.programs
   key = qmodel.program_key()
-  apply = programs.setdefault(('fake',) + key,
-                              qmodel.apply_fn('fake', traced_grid=True))
+  grad_apply = programs.setdefault(('grad',) + key,
+                                   qmodel.apply_fn('fake', traced_grid=True))
+  # Forward-only paths get a jitted copy: JAX traces it once per input shape
+  # and reuses it in every suite's program. Never differentiated through
+  # the jit: AQT's custom VJPs close over the traced grids, which would
+  # then leak out of the inner trace.
+  apply = programs.setdefault(('fake',) + key, jax.jit(grad_apply))
   fields = {'apply': apply, 'variables': qmodel.grid_variables(),
-            'grad_apply': apply,
+            'grad_apply': grad_apply,
             'method': 'float' if spec.is_float else spec.method,
             'serve_apply': None, 'serve_variables': None}
   if spec.eval_int8 and not spec.is_float:
     serve_apply, fields['serve_variables'] = qmodel.serve()
-    fields['serve_apply'] = programs.setdefault(('serve',) + key, serve_apply)
+    fields['serve_apply'] = programs.setdefault(('serve',) + key,
+                                                jax.jit(serve_apply))
   return fields
 
 

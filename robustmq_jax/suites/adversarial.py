@@ -93,9 +93,14 @@ class AdversarialSuite(base.Suite):
   def __init__(self):
     self._fns = {}
     self._transfer = transfer_cache.TransferCache()
+    # Subset bytes -> (variables, grad_apply, summed zero-gradient check):
+    # the check looks at clean images only, so every cell of a model and
+    # subset has the same count; it is computed in the first one.
+    self._zero_grad = {}
 
   def release(self, *, model_done: bool = False) -> None:
     super().release(model_done=model_done)
+    self._zero_grad.clear()
     if model_done:
       self._transfer.clear()
 
@@ -150,7 +155,7 @@ class AdversarialSuite(base.Suite):
   def _fn(self, kind: str, statics: tuple, model, transfer: bool):
     fm = model.float_model if transfer else None
     cache_key = (kind, statics, model.apply, model.grad_apply,
-                 model.serve_apply, fm.apply if fm is not None else None)
+                 model.serve_apply, fm.grad_apply if fm is not None else None)
     if cache_key not in self._fns:
       self._fns[cache_key] = _build_fn(kind, dict(statics), model, fm)
     return self._fns[cache_key]
@@ -164,10 +169,10 @@ class AdversarialSuite(base.Suite):
 
   def _craft_fn(self, kind: str, statics: tuple, float_model):
     """Per-example fn: the float model's white-box adversarials."""
-    cache_key = ('craft', kind, statics, float_model.apply)
+    cache_key = ('craft', kind, statics, float_model.grad_apply)
     if cache_key not in self._fns:
       attack = _attack(kind, dict(statics))
-      apply = float_model.apply
+      apply = float_model.grad_apply
 
       def craft(v, batch, key):
         keys = _per_example_keys(key, batch['id'])
@@ -197,6 +202,11 @@ class AdversarialSuite(base.Suite):
           'random_start': jnp.bool_(traced.get('random_start', False)),
       }
       ids = ctx.subset(cell.n)
+      known = self._zero_grad.get(ids.tobytes())
+      if known is not None and not (known[0] is model.variables and
+                                    known[1] is model.grad_apply):
+        known = None
+      variables['check_grad'] = jnp.bool_(known is None)
 
       def batches(load=None, ids=ids):
         return iter_batches(
@@ -219,6 +229,12 @@ class AdversarialSuite(base.Suite):
               f'eps={p["eps"]:.4g}')
       sums = ctx.evaluator.sums(fn, batches(), variables=variables, key=key,
                                 total=len(ids), desc=desc, keep=('correct',))
+      if 'zero_grad' in sums:
+        if known is None:
+          self._zero_grad[ids.tobytes()] = (model.variables, model.grad_apply,
+                                            sums['zero_grad'])
+        else:
+          sums['zero_grad'] = known[2]
       if kept is not None:
         images, rows = kept
         # .get: another process's id only reaches `load` for the empty
@@ -264,11 +280,19 @@ def _attack(kind: str, st: Mapping[str, Any]):
       norm=norm, restarts=st['restarts'], random_start=v['random_start'])
 
 
+def _zero_gradient(check, grads, x, y):
+  """`masking.zero_gradient`, or all False when `check` is False (the
+  count is already known from another cell of the model and subset)."""
+  return jax.lax.cond(check, lambda: masking.zero_gradient(grads, x, y),
+                      lambda: jnp.zeros(x.shape[:1], bool))
+
+
 def _build_fn(kind, st, model, float_model):
   """The per-example function of one attack family for one model."""
   apply, grad_apply, serve_apply = (model.apply, model.grad_apply,
                                     model.serve_apply)
-  float_apply = float_model.apply if float_model is not None else None
+  float_apply = (float_model.grad_apply if float_model is not None
+                 else None)
 
   def fn(v, batch, key):
     x, y = batch['image'], batch['label']
@@ -280,7 +304,7 @@ def _build_fn(kind, st, model, float_model):
     if kind in WHITE_BOX:
       attack = _attack(kind, st)
       adv = attack(keys, grads, x, y, v)
-      out['zero_grad'] = masking.zero_gradient(grads, x, y)
+      out['zero_grad'] = _zero_gradient(v['check_grad'], grads, x, y)
       if float_apply is not None:
         src = lambda z: float_apply(v['float'], z)
         adv_t = attack(keys, src, x, y, v)
@@ -292,7 +316,7 @@ def _build_fn(kind, st, model, float_model):
           n_queries=st['queries'], return_stages=True, attack_mask=real)
       for stage, robust in after.items():
         out['after_' + stage.replace('-', '_')] = robust
-      out['zero_grad'] = masking.zero_gradient(grads, x, y)
+      out['zero_grad'] = _zero_gradient(v['check_grad'], grads, x, y)
     else:  # square: black-box, queries the evaluated forward itself.
       adv = attacks.square(keys, evaluate, x, y, eps=v['eps'],
                            n_queries=st['queries'], attack_mask=real)

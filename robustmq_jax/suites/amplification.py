@@ -89,9 +89,11 @@ def _per_example_keys(key, ids):
 
 
 def _build_fn(kind: str, steps: int, granularity: str, model):
-  apply, grad_apply = model.apply, model.grad_apply
+  # The plain forwards (`ModelUnderTest.grad_apply`): gradients and the
+  # layer interception of `amp.amplification` trace the module calls here.
+  grad_apply = model.grad_apply
   fm = model.float_model
-  float_apply = fm.apply if fm is not None else model.apply
+  float_apply = fm.grad_apply if fm is not None else grad_apply
 
   def fn(v, batch, key):
     x, y = batch['image'], batch['label']
@@ -105,7 +107,7 @@ def _build_fn(kind: str, steps: int, granularity: str, model):
                              else (grad_apply, v['model']))
       adv = attacks.pgd(keys, lambda z: src_apply(src_vars, z), x, y,
                         eps=v['eps'], step_size=v['step'], steps=steps)
-    logits, gains, rel = amp.amplification(apply, v['model'], x, adv - x,
+    logits, gains, rel = amp.amplification(grad_apply, v['model'], x, adv - x,
                                            granularity=granularity)
     out = {'correct': (jnp.argmax(logits, -1) == y).astype(jnp.float32)}
     out.update({'gain/' + k: g for k, g in gains.items()})
@@ -145,14 +147,14 @@ class AmplificationSuite(base.Suite):
                                                                       Any]]]:
     s = _settings(ctx.config)
     size = model.image_size
-    order = amp.layer_order(model.apply, model.variables, (size, size, 3),
+    order = amp.layer_order(model.grad_apply, model.variables, (size, size, 3),
                             granularity=s.granularity)
     for cell in cells:
       kind = cell.noise[len(PREFIX):]
       p = dict(cell.params)
       steps = int(p.get('steps', 0))
       cache_key = (kind, steps, s.granularity, model.apply, model.grad_apply,
-                   model.float_model.apply if model.float_model else None)
+                   model.float_model.grad_apply if model.float_model else None)
       if cache_key not in self._fns:
         self._fns[cache_key] = _build_fn(kind, steps, s.granularity, model)
       variables = {

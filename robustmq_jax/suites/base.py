@@ -54,10 +54,13 @@ class ModelUnderTest:
   Attributes:
     name: model name (`robustmq_jax.models.list_models()`).
     precision: 'fp32', 'w8a8', 'w4a16', ...
-    apply: the evaluated forward (fake-quant for quantized models).
+    apply: the evaluated forward (fake-quant for quantized models); may be
+      a `jax.jit` wrapper (traced once per input shape for every suite), so
+      neither differentiate it nor intercept its module calls.
     variables: its variables.
-    grad_apply: forward used for gradients (straight-through twin); same
-      signature and forward numerics as `apply`.
+    grad_apply: the plain forward, for gradients (straight-through twin)
+      and layer interception; same signature and forward numerics as
+      `apply`.
     serve_apply: real integer forward (AQT SERVE), or None.
     serve_variables: variables for `serve_apply`.
     float_model: the fp32 model of the same architecture (transfer source;
