@@ -189,6 +189,38 @@ def test_transfer_crafted_once_and_equal_to_in_program(monkeypatch):
       assert m['accuracy'] == other['accuracy']
 
 
+def test_float_cells_hand_their_adversarials_to_transfer(monkeypatch):
+  """In a run with quantized precisions the float model's white-box cells
+  keep their adversarials: no program crafts them again, and the transfer
+  rows are those of crafting them apart. Tolerance: one example (two
+  compiled programs may round differently)."""
+  config = _config(attacks=('fgsm', 'pgd_linf'), linf_eps_255=(25.0,))
+  config.precisions = ('fp32', 'a4')
+  fp, honest, _ = _models()
+  calls = []
+  real_map = Evaluator.map
+
+  def counting_map(self, *args, **kwargs):
+    calls.append(1)
+    return real_map(self, *args, **kwargs)
+
+  monkeypatch.setattr(Evaluator, 'map', counting_map)
+  suite = suites.get_suite('adversarial')
+  float_rows = _run(fp, config, suite)
+  handed = _run(honest, config, suite)
+  assert not calls
+  crafted = _run(honest, config)  # A new suite: crafts them with `map`.
+  assert len(calls) == 2
+  alone = ml_collections.ConfigDict(config.to_dict())
+  alone.precisions = ('fp32',)
+  assert _run(fp, alone) == float_rows  # Handing over changes no row.
+  for cell, m in handed.items():
+    other = crafted[cell]
+    assert abs(m['accuracy_transfer'] - other['accuracy_transfer']) <= (
+        1 / N + 1e-9), cell
+    assert m['accuracy'] == other['accuracy']
+
+
 def test_fgsm_cells_match_attacks_fgsm():
   """FGSM cells run inside the L-inf PGD program (one step of eps from the
   clean image); their accuracy is that of `attacks.fgsm`'s images with clean

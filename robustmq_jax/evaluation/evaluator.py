@@ -71,16 +71,19 @@ class Evaluator:
     `jax.clear_caches()`, so programs do not accumulate)."""
     self._compiled.clear()
 
-  def _step(self, fn: PerExampleFn, keep: tuple[str, ...] = ()) -> Callable:
-    cache_key = (fn, keep, self.rewrite_convs)
+  def _step(self, fn: PerExampleFn, keep: tuple[str, ...] = (),
+            collect: tuple[str, ...] = ()) -> Callable:
+    cache_key = (fn, keep, collect, self.rewrite_convs)
     if cache_key not in self._compiled:
 
       def step(variables, batch, key):
-        values = fn(variables, _float_images(batch), key)
+        values = dict(fn(variables, _float_images(batch), key))
+        collected = {k: values.pop(k) for k in collect}
         mask = batch['mask'].astype(jnp.float32)
         sums = {k: jnp.sum(v.astype(jnp.float32) * mask)
                 for k, v in values.items()}
         sums['n'] = jnp.sum(mask)
+        out = {'sums': sums}
         if keep:
           # Per-example outcomes, replicated: a few bytes per example, and
           # every process then sees the whole global batch's results.
@@ -88,11 +91,20 @@ class Evaluator:
                   if k in values}
           kept['id'] = batch['id']
           kept['mask'] = batch['mask'].astype(jnp.bool_)
-          return sums, kept
-        return sums
+          out['kept'] = kept
+        if collect:
+          out['collected'] = collected
+        return out
 
-      self._compiled[cache_key] = self._jit(
-          step, out_shardings=mesh_lib.replicated(self.mesh))
+      replicated = mesh_lib.replicated(self.mesh)
+      shardings = {'sums': replicated, 'kept': replicated,
+                   'collected': jax.sharding.NamedSharding(
+                       self.mesh, jax.sharding.PartitionSpec(
+                           mesh_lib.DATA_AXIS))}
+      self._compiled[cache_key] = self._jit(step, out_shardings={
+          k: shardings[k] for k in
+          ('sums',) + (('kept',) if keep else ()) +
+          (('collected',) if collect else ())})
     return self._compiled[cache_key]
 
   def _map_step(self, fn: PerExampleFn, axis: int) -> Callable:
@@ -159,6 +171,7 @@ class Evaluator:
       total: int | None = None,
       desc: str = '',
       keep: tuple[str, ...] = (),
+      collect: tuple[str, ...] = (),
   ) -> 'Sums':
     """Sums `fn`'s per-example values over all (unpadded) examples.
 
@@ -174,28 +187,39 @@ class Evaluator:
       desc: label for the progress log.
       keep: per-example boolean outputs of `fn` to keep (e.g. 'correct'),
         for paired comparisons in the report; part of the compile key.
+      collect: per-example outputs of `fn` returned, not summed (as by
+      `map`, batch on axis 0): e.g. adversarial examples that later models
+      reuse, without a second program to craft them.
 
     Returns:
       Python floats: each metric's sum and 'n', the number of real examples;
       `.outcomes` maps each kept name to (example ids, booleans) over all
-      processes' real examples.
+      processes' real examples; `.collected` is ({name: this process's real
+      rows}, their ids) when `collect` is given.
     """
-    keep = tuple(keep)
-    step = self._step(fn, keep)
+    keep, collect = tuple(keep), tuple(collect)
+    step = self._step(fn, keep, collect)
     key = jax.random.key(0) if key is None else key
     acc = Sums()
     kept: dict[str, list[np.ndarray]] = {}
+    parts: dict[str, list[np.ndarray]] = {}
+    ids = []
     start = last = time.perf_counter()
     for batch in batches:
       global_batch = mesh_lib.to_global(self.mesh, batch.as_dict())
       out = step(variables, global_batch, key)
+      if collect:
+        real = np.asarray(batch.mask, bool)
+        for k, v in out.pop('collected').items():
+          parts.setdefault(k, []).append(_local_rows(v, 0)[real])
+        ids.append(np.asarray(batch.id)[real])
+      out = jax.device_get(out)
       if keep:
-        out, per_example = jax.device_get(out)
+        per_example = out['kept']
         real = np.asarray(per_example.pop('mask'), bool)
         for k, v in per_example.items():
           kept.setdefault(k, []).append(np.asarray(v)[real])
-      else:
-        out = jax.device_get(out)
+      out = out['sums']
       for k, v in out.items():
         acc[k] = acc.get(k, 0.0) + float(np.asarray(v, np.float64))
       if self.on_progress is not None:
@@ -208,8 +232,13 @@ class Evaluator:
         logging.info('%s: %d/%s images, %.1f img/s, ETA %.0fs', desc,
                      acc['n'], total or '?', rate, eta)
     if kept:
-      ids = np.concatenate(kept.pop('id'))
-      acc.outcomes = {k: (ids, np.concatenate(v)) for k, v in kept.items()}
+      kept_ids = np.concatenate(kept.pop('id'))
+      acc.outcomes = {k: (kept_ids, np.concatenate(v))
+                      for k, v in kept.items()}
+    if collect:
+      acc.collected = (
+          {k: np.concatenate(v) for k, v in parts.items()},
+          np.concatenate(ids) if ids else np.zeros((0,), np.int64))
     return acc
 
 
@@ -218,11 +247,14 @@ class Sums(dict):
 
   Attributes:
     outcomes: {name: (ids, booleans)} for the names passed as `keep`.
+    collected: ({name: this process's real rows}, their ids) for the names
+      passed as `collect`, else None.
   """
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
     self.outcomes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    self.collected: tuple[dict[str, np.ndarray], np.ndarray] | None = None
 
 
 def _local_rows(x: jax.Array, axis: int) -> np.ndarray:

@@ -60,6 +60,7 @@ from robustmq_jax import attacks
 from robustmq_jax.attacks import losses
 from robustmq_jax.attacks import masking
 from robustmq_jax.data.base import iter_batches
+from robustmq_jax.quant.spec import FLOAT_PRECISION
 from robustmq_jax.results import outcomes
 from robustmq_jax.suites import adversarial_config
 from robustmq_jax.suites import base
@@ -152,12 +153,15 @@ class AdversarialSuite(base.Suite):
 
   # Per-example functions, built once per model and static setting.
 
-  def _fn(self, kind: str, statics: tuple, model, transfer: bool):
+  def _fn(self, kind: str, statics: tuple, model, transfer: bool,
+          adv_out: bool = False):
     fm = model.float_model if transfer else None
     cache_key = (kind, statics, model.apply, model.grad_apply,
-                 model.serve_apply, fm.grad_apply if fm is not None else None)
+                 model.serve_apply, fm.grad_apply if fm is not None else None,
+                 adv_out)
     if cache_key not in self._fns:
-      self._fns[cache_key] = _build_fn(kind, dict(statics), model, fm)
+      self._fns[cache_key] = _build_fn(kind, dict(statics), model, fm,
+                                       adv_out)
     return self._fns[cache_key]
 
   def _score_fn(self, apply):
@@ -217,18 +221,29 @@ class AdversarialSuite(base.Suite):
       key = jax.random.fold_in(jax.random.key(ctx.seed),
                                zlib.crc32(kind.encode()))
       kept = None
+      transfer_key = (program, statics, tuple(sorted(traced.items())),
+                      p['eps'], ids.tobytes())
       if transfer:
         kept = self._transfer.images(
-            ctx, model.float_model,
-            (program, statics, tuple(sorted(traced.items())), p['eps'],
-             ids.tobytes()),
+            ctx, model.float_model, transfer_key,
             self._craft_fn(program, statics, model.float_model),
             variables, key, batches, len(ids))
-      fn = self._fn(program, statics, model, transfer and kept is None)
+      # The float model's white-box adversarials are the transfer
+      # adversarials of the quantized models to come: kept from its cell.
+      hand_over = (not quantized and s.transfer and kind in WHITE_BOX and
+                   _quantized_follow(ctx.config) and
+                   not self._transfer.has(ctx, model, transfer_key) and
+                   self._transfer.has_room(ctx, len(ids)))
+      fn = self._fn(program, statics, model, transfer and kept is None,
+                    adv_out=hand_over)
       desc = (f'adversarial {kind} {model.name} {model.precision} '
               f'eps={p["eps"]:.4g}')
       sums = ctx.evaluator.sums(fn, batches(), variables=variables, key=key,
-                                total=len(ids), desc=desc, keep=('correct',))
+                                total=len(ids), desc=desc, keep=('correct',),
+                                collect=('adv',) if hand_over else ())
+      if hand_over:
+        out, adv_ids = sums.collected
+        self._transfer.put(ctx, model, transfer_key, out['adv'], adv_ids)
       if 'zero_grad' in sums:
         if known is None:
           self._zero_grad[ids.tobytes()] = (model.variables, model.grad_apply,
@@ -280,6 +295,11 @@ def _attack(kind: str, st: Mapping[str, Any]):
       norm=norm, restarts=st['restarts'], random_start=v['random_start'])
 
 
+def _quantized_follow(config) -> bool:
+  """Whether the run has quantized precisions (transfer targets)."""
+  return any(p != FLOAT_PRECISION for p in config.get('precisions', ()))
+
+
 def _zero_gradient(check, grads, x, y):
   """`masking.zero_gradient`, or all False when `check` is False (the
   count is already known from another cell of the model and subset)."""
@@ -287,8 +307,9 @@ def _zero_gradient(check, grads, x, y):
                       lambda: jnp.zeros(x.shape[:1], bool))
 
 
-def _build_fn(kind, st, model, float_model):
-  """The per-example function of one attack family for one model."""
+def _build_fn(kind, st, model, float_model, adv_out=False):
+  """The per-example function of one attack family for one model; with
+  `adv_out`, it also returns the white-box adversarials ('adv')."""
   apply, grad_apply, serve_apply = (model.apply, model.grad_apply,
                                     model.serve_apply)
   float_apply = (float_model.grad_apply if float_model is not None
@@ -309,6 +330,8 @@ def _build_fn(kind, st, model, float_model):
         src = lambda z: float_apply(v['float'], z)
         adv_t = attack(keys, src, x, y, v)
         out['correct_transfer'] = _correct(evaluate(adv_t), y)
+      if adv_out:
+        out['adv'] = adv
     elif kind == 'autoattack':
       adv, after = attacks.autoattack(
           keys, grads, x, y, eps=v['eps'], version=st['version'],

@@ -5,7 +5,8 @@ model, scored on the quantized one. With per-example keys derived from the
 example ids it is the same set of images for every precision, so the
 adversarial suite crafts it once per (float model, attack, budget, subset)
 and only scores it afterwards: each quantized program then compiles and runs
-one attack instead of two.
+one attack instead of two. The float model's own white-box cell computes the
+same images, so it hands them over (`put`) and nothing is crafted twice.
 """
 
 from typing import Any, Callable, Hashable
@@ -32,6 +33,36 @@ class TransferCache:
     self._kept.clear()
     self._bytes = 0
 
+  @staticmethod
+  def _key(ctx, float_model, cell_key: Hashable) -> tuple[Any, ...]:
+    return (ctx.dataset.name, ctx.dataset.image_size, ctx.seed,
+            id(float_model), cell_key)
+
+  def has(self, ctx, float_model, cell_key: Hashable) -> bool:
+    return self._key(ctx, float_model, cell_key) in self._kept
+
+  def has_room(self, ctx, n: int) -> bool:
+    """Whether n more images of `ctx`'s size fit under `limit_bytes`."""
+    side = ctx.dataset.image_size
+    estimate = n * side * side * 3 * 4 // jax.process_count()
+    if self._bytes + estimate <= self.limit_bytes:
+      return True
+    if not self._warned:
+      logging.info('transfer adversarials would exceed %d MiB: crafted '
+                   "inside each quantized model's program instead",
+                   self.limit_bytes >> 20)
+      self._warned = True
+    return False
+
+  def put(self, ctx, float_model, cell_key: Hashable, images: np.ndarray,
+          ids: np.ndarray) -> None:
+    """Keeps adversarials computed elsewhere (the float model's own cell)
+    for this process's example `ids`, one image per id."""
+    self._bytes += images.nbytes
+    rows = {int(i): r for r, i in enumerate(ids)}
+    self._kept[self._key(ctx, float_model, cell_key)] = (
+        float_model, images, rows)
+
   def images(self, ctx, float_model, cell_key: Hashable, craft: Callable,
              variables: Any, key, batches: Callable[[], Any], n: int):
     """The adversarials of this process's rows and their row of each id.
@@ -53,24 +84,12 @@ class TransferCache:
       (float32 images [n, H, W, 3], {example id: row}), or None when keeping
       them would pass `limit_bytes` (the caller then attacks in-program).
     """
-    full_key = (ctx.dataset.name, ctx.dataset.image_size, ctx.seed,
-                id(float_model), cell_key)
-    if full_key in self._kept:
-      _, images, rows = self._kept[full_key]
-      return images, rows
-    side = ctx.dataset.image_size
-    estimate = n * side * side * 3 * 4 // jax.process_count()
-    if self._bytes + estimate > self.limit_bytes:
-      if not self._warned:
-        logging.info('transfer adversarials would exceed %d MiB: crafted '
-                     "inside each quantized model's program instead",
-                     self.limit_bytes >> 20)
-        self._warned = True
-      return None
-    out, ids = ctx.evaluator.map(craft, batches(), variables=variables,
-                                 key=key)
-    images = out['adv']
-    self._bytes += images.nbytes
-    rows = {int(i): r for r, i in enumerate(ids)}
-    self._kept[full_key] = (float_model, images, rows)
+    full_key = self._key(ctx, float_model, cell_key)
+    if full_key not in self._kept:
+      if not self.has_room(ctx, n):
+        return None
+      out, ids = ctx.evaluator.map(craft, batches(), variables=variables,
+                                   key=key)
+      self.put(ctx, float_model, cell_key, out['adv'], ids)
+    _, images, rows = self._kept[full_key]
     return images, rows
