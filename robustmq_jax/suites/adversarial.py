@@ -47,7 +47,12 @@ epsilon grid reuses one compiled program, and FGSM (PGD-1 from the clean
 image, step eps) shares the L-inf PGD program. Transfer adversarials are
 crafted once on the float model and kept for every quantized model of the
 run (`transfer_cache`; up to 1 GiB of images, beyond that each quantized
-program crafts its own), so a quantized program holds one attack, not two.
+program crafts its own), so a quantized program holds one attack, not two;
+in a run with quantized precisions the float model's own white-box cells
+hand their adversarials over, so nothing crafts them a second time. The
+zero-gradient check looks at clean images only: it is computed in the first
+cell of a model and subset and reused by the others (a traced flag skips it
+in the same program).
 """
 
 import zlib
