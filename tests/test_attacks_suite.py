@@ -158,14 +158,9 @@ def test_zero_gradient_checked_once_per_model_and_subset():
     assert {m['zero_grad_fraction'] for m in rows.values()} == {want}
 
 
-def test_transfer_crafted_once_and_equal_to_in_program(monkeypatch):
-  """The float model's adversarials are crafted once per cell for all
-  quantized models (`suites.transfer_cache`) and score like the attack
-  crafted inside each model's program. Tolerance: one example (two compiled
-  programs may round differently)."""
-  config = _config(attacks=('fgsm', 'pgd_linf'), linf_eps_255=(25.0,))
-  _, honest, masked = _models()
-  suite = suites.get_suite('adversarial')
+@pytest.fixture(name='map_calls')
+def _map_calls(monkeypatch):
+  """A list that grows by one at every `Evaluator.map` call (crafting)."""
   calls = []
   real_map = Evaluator.map
 
@@ -174,13 +169,25 @@ def test_transfer_crafted_once_and_equal_to_in_program(monkeypatch):
     return real_map(self, *args, **kwargs)
 
   monkeypatch.setattr(Evaluator, 'map', counting_map)
+  return calls
+
+
+def test_transfer_crafted_once_and_equal_to_in_program(monkeypatch,
+                                                       map_calls):
+  """The float model's adversarials are crafted once per cell for all
+  quantized models (`suites.transfer_cache`) and score like the attack
+  crafted inside each model's program. Tolerance: one example (two compiled
+  programs may round differently)."""
+  config = _config(attacks=('fgsm', 'pgd_linf'), linf_eps_255=(25.0,))
+  _, honest, masked = _models()
+  suite = suites.get_suite('adversarial')
   monkeypatch.setattr(suite, '_transfer', transfer_cache.TransferCache())
   kept = {m.precision: _run(m, config, suite) for m in (honest, masked)}
-  assert len(calls) == 2  # fgsm and pgd_linf, not once per model
+  assert len(map_calls) == 2  # fgsm and pgd_linf, not once per model
   monkeypatch.setattr(suite, '_transfer',
                       transfer_cache.TransferCache(limit_bytes=0))
   inline = {m.precision: _run(m, config, suite) for m in (honest, masked)}
-  assert len(calls) == 2  # over the limit: crafted in-program
+  assert len(map_calls) == 2  # over the limit: crafted in-program
   for precision, rows in kept.items():
     for cell, m in rows.items():
       other = inline[precision][cell]
@@ -189,7 +196,7 @@ def test_transfer_crafted_once_and_equal_to_in_program(monkeypatch):
       assert m['accuracy'] == other['accuracy']
 
 
-def test_float_cells_hand_their_adversarials_to_transfer(monkeypatch):
+def test_float_cells_hand_their_adversarials_to_transfer(map_calls):
   """In a run with quantized precisions the float model's white-box cells
   keep their adversarials: no program crafts them again, and the transfer
   rows are those of crafting them apart. Tolerance: one example (two
@@ -197,20 +204,12 @@ def test_float_cells_hand_their_adversarials_to_transfer(monkeypatch):
   config = _config(attacks=('fgsm', 'pgd_linf'), linf_eps_255=(25.0,))
   config.precisions = ('fp32', 'a4')
   fp, honest, _ = _models()
-  calls = []
-  real_map = Evaluator.map
-
-  def counting_map(self, *args, **kwargs):
-    calls.append(1)
-    return real_map(self, *args, **kwargs)
-
-  monkeypatch.setattr(Evaluator, 'map', counting_map)
   suite = suites.get_suite('adversarial')
   float_rows = _run(fp, config, suite)
   handed = _run(honest, config, suite)
-  assert not calls
+  assert not map_calls
   crafted = _run(honest, config)  # A new suite: crafts them with `map`.
-  assert len(calls) == 2
+  assert len(map_calls) == 2
   alone = ml_collections.ConfigDict(config.to_dict())
   alone.precisions = ('fp32',)
   assert _run(fp, alone) == float_rows  # Handing over changes no row.
