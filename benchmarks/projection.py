@@ -262,7 +262,7 @@ def _hours(s: float) -> str:
 
 def main(argv):
   del argv
-  jax_setup.select_cpu_kernels([224])
+  jax_setup.select_cpu_kernels([models.model_info(m) for m in _MODELS.value])
   settings = _settings(_MODELS.value)
   cells = grid_cells(settings)
   batch = _BATCH.value

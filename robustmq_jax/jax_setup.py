@@ -4,12 +4,15 @@ Two settings a user should not have to know about:
 
 * the persistent compilation cache (`compilation_cache`): a rerun, into any
   workdir, loads what an earlier run compiled instead of compiling again;
-* XLA:CPU's kernels for 224 x 224 models (`select_cpu_kernels`): jax 0.10
-  sends convolutions and dots to YNNPACK by default, which is slower than
-  XLA's Eigen kernels for our full-size models on CPU (ResNet-18 forward
-  0.83x vs 0.96x of timm, ViT-S 0.59x vs 0.86x; benchmarks/forward.py). XLA
-  reads `XLA_FLAGS` once, when it creates its first backend, so this must
-  run before anything asks JAX for devices.
+* XLA:CPU's kernels (`select_cpu_kernels`): jax 0.10 sends convolutions and
+  dots to YNNPACK by default, which is slower than XLA's Eigen kernels for
+  our full-size models on CPU (ResNet-18 forward 0.83x vs 0.96x of timm,
+  ViT-S 0.59x vs 0.86x; benchmarks/forward.py) and, for convolutions, for
+  the 32 x 32 convolutional twins too (ResNet-20 forward and input gradient
+  1.6-1.7x faster on Eigen; `configs/resnet18_w4.py:sample` 186 -> 150 s,
+  rows identical; benchmarks/RESULTS.md). XLA reads `XLA_FLAGS` once, when
+  it creates its first backend, so this must run before anything asks JAX
+  for devices.
 """
 
 import os
@@ -19,12 +22,19 @@ from absl import logging
 import jax
 from jax._src import xla_bridge
 
+from robustmq_jax import models as models_lib
 from robustmq_jax.errors import UserError
 
 YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
-# The smallest input side for which the Eigen kernels are chosen: the
-# measured gain is at 224; the 32 x 32 sample twins keep XLA's default.
+# The smallest input side for which every YNNPACK kernel is turned off.
 EIGEN_MIN_IMAGE_SIZE = 224
+# The flag's values: no YNNPACK fusion at all (full-size models), or the
+# default less convolutions (32 x 32 runs with a convolutional model). The
+# ViT twins keep YNNPACK's dots: on Eigen their quickstart is slower (148
+# vs 134-138 s) and some rows move, and AQT's served int8 dots are 2.5x
+# slower.
+ALL_EIGEN = ''
+EIGEN_CONVOLUTIONS = '-individual_convolution'
 
 
 def compilation_cache(value: str) -> str | None:
@@ -63,32 +73,47 @@ def _uses_cpu() -> bool:
   return not platforms or 'cpu' in platforms.split(',')
 
 
-def select_cpu_kernels(image_sizes: Iterable[int]) -> bool:
-  """Turns YNNPACK off for XLA:CPU when a full-size model will run.
-
-  Does nothing (returns False) when every model is smaller than
-  EIGEN_MIN_IMAGE_SIZE, when JAX is restricted to other platforms, when the
-  user already set the flag in XLA_FLAGS (theirs wins), or when JAX's
-  backends already exist (too late; logged). The flag only concerns the CPU
-  client, so it is harmless on a GPU or TPU host.
+def cpu_kernels(models: Iterable[models_lib.ModelInfo]) -> str | None:
+  """The YNN_FLAG value for a run of `models` on CPU, None for XLA's default.
 
   Args:
-    image_sizes: input sides of the models the run evaluates.
+    models: the models the run evaluates or trains.
+  """
+  models = list(models)
+  if any(m.image_size >= EIGEN_MIN_IMAGE_SIZE for m in models):
+    return ALL_EIGEN
+  if any(m.family != 'vit' for m in models):
+    return EIGEN_CONVOLUTIONS
+  return None
+
+
+def select_cpu_kernels(models: Iterable[models_lib.ModelInfo]) -> bool:
+  """Sets XLA:CPU's faster kernels for these models (`cpu_kernels`).
+
+  Does nothing (returns False) when the models keep XLA's default, when JAX
+  is restricted to other platforms, when the user already set the flag in
+  XLA_FLAGS (theirs wins), or when JAX's backends already exist (too late;
+  logged). The flag only concerns the CPU client, so it is harmless on a
+  GPU or TPU host.
+
+  Args:
+    models: the models the run evaluates or trains.
 
   Returns:
     Whether the flag was added to XLA_FLAGS.
   """
-  if max(image_sizes, default=0) < EIGEN_MIN_IMAGE_SIZE or not _uses_cpu():
+  value = cpu_kernels(models)
+  if value is None or not _uses_cpu():
     return False
   flags = os.environ.get('XLA_FLAGS', '')
   if YNN_FLAG in flags:
     return False
   if xla_bridge.backends_are_initialized():
-    logging.warning('JAX backends already exist: %s= not applied (set it in '
-                    'XLA_FLAGS yourself for faster 224x224 CPU kernels).',
-                    YNN_FLAG)
+    logging.warning('JAX backends already exist: %s=%s not applied (set it '
+                    'in XLA_FLAGS yourself for faster CPU kernels).',
+                    YNN_FLAG, value)
     return False
-  os.environ['XLA_FLAGS'] = f'{flags} {YNN_FLAG}='.strip()
-  logging.info('XLA:CPU uses its Eigen kernels (%s=) for 224x224 models.',
-               YNN_FLAG)
+  os.environ['XLA_FLAGS'] = f'{flags} {YNN_FLAG}={value}'.strip()
+  logging.info('XLA:CPU kernels: %s=%s (%s).', YNN_FLAG, value,
+               'Eigen for convolutions' if value else 'no YNNPACK')
   return True

@@ -56,7 +56,7 @@ def main(argv: Sequence[str]) -> None:
     config = config_loading.load(_CONFIG.value, job=config_loading.MAIN_JOB)
     config_loading.apply_overrides(config, _OVERRIDES)
     # Before validation, which asks JAX for its devices.
-    jax_setup.select_cpu_kernels(_image_sizes(config))
+    jax_setup.select_cpu_kernels(_model_infos(config))
     settings = settings_lib.from_config(config)
     settings_lib.check_workdir(_WORKDIR.value)
     logging.info('JAX: %d process(es), %d device(s) (%s)', jax.process_count(),
@@ -70,14 +70,14 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(130)
 
 
-def _image_sizes(config) -> list[int]:
-  """Input sides of the configured models (unknown names: validated later)."""
+def _model_infos(config) -> list[models_lib.ModelInfo]:
+  """The configured models' facts (unknown names: validated later)."""
   try:
     names = config_fields.name_list(config, 'models')
   except UserError:
     return []
   known = set(models_lib.list_models())
-  return [models_lib.model_info(n).image_size for n in names if n in known]
+  return [models_lib.model_info(n) for n in names if n in known]
 
 
 def entry() -> None:

@@ -98,7 +98,7 @@ def main(argv: Sequence[str]) -> None:
     config_loading.apply_overrides(config, _OVERRIDES)
     model = config.get('model')
     if model in models_lib.list_models():  # Before JAX makes its backends.
-      jax_setup.select_cpu_kernels([models_lib.model_info(model).image_size])
+      jax_setup.select_cpu_kernels([models_lib.model_info(model)])
     settings = qat_settings.from_config(config)
     workdir = flags.FLAGS.workdir
     check_workdir(workdir)

@@ -86,3 +86,11 @@ def test_parsers_read_the_real_formats():
           'all 11             100.0      20.0    5.00\n'
           'ratio = host time / our time (> 1: the device emulation is faster).')
   assert [r[1] for r in bench_all.parse_systematic(sysm)] == ['4.00', '5.00']
+  kernels = next(b for b in bench_all.BENCHMARKS if b.name == 'cpu_kernels')
+  table = ('| model | precision | program | default ms | eigen_convs ms | '
+           'eigen ms | eigen_convs speed-up | eigen speed-up |\n'
+           '|---|---|---|---|---|---|---|---|\n'
+           '| resnet20_cifar | w4a4 | forward | 99.1 | 59.3 | 58.7 | 1.67x | '
+           '1.69x |\n')
+  assert [r[:2] for r in kernels.parse(table)] == [
+      ('resnet20_cifar w4a4 forward', '1.67x')]
