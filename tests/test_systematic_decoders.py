@@ -79,3 +79,29 @@ def test_unknown_and_unavailable_decoders():
   for name in missing:
     with pytest.raises(systematic.DecoderUnavailable, match=name):
       systematic.decode(b'', decoder=name)
+
+
+def test_ffmpeg_decodes_a_batch_in_one_process(monkeypatch):
+  if 'ffmpeg' not in systematic.available_decoders():
+    pytest.skip('no ffmpeg')
+  from robustmq_jax.systematic import decoders  # pylint: disable=g-import-not-at-top
+  ds = SampleDataset('test')
+  jpegs = [ds.jpeg_bytes(i) for i in range(6)]
+  buf = io.BytesIO()
+  Image.fromarray(systematic.decode(jpegs[0], decoder='pil')).save(buf, 'PNG')
+  datas = jpegs + [buf.getvalue(), buf.getvalue()]
+  one_by_one = [systematic.decode(d, decoder='ffmpeg') for d in datas]
+  runs = []
+  real_run = decoders.subprocess.run
+
+  def counting_run(cmd, **kw):
+    runs.append(cmd)
+    return real_run(cmd, **kw)
+
+  monkeypatch.setattr(decoders.subprocess, 'run', counting_run)
+  batch = systematic.decode_many(datas, decoder='ffmpeg')
+  # One process per (size, format): the six JPEGs, then the two PNGs. A
+  # stream of JPEGs that FFmpeg rejected would be retried file by file.
+  assert len(runs) == 2, runs
+  for got, want in zip(batch, one_by_one):
+    np.testing.assert_array_equal(got, want)

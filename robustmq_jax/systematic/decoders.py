@@ -199,10 +199,26 @@ def _header_size(data: bytes) -> tuple[int, int]:
     return img.size[1], img.size[0]
 
 
-def _ffmpeg_run(datas: Sequence[bytes], h: int, w: int) -> list[np.ndarray]:
+# FFmpeg's decoder per file signature. Named, because FFmpeg's image2pipe
+# demuxer does not probe a stream of several files: without `-c:v` a pipe of
+# two or more JPEGs fails ("Output file does not contain any stream").
+_FFMPEG_CODECS = ((b'\xff\xd8', 'mjpeg'), (b'\x89PNG', 'png'))
+
+
+def _ffmpeg_codec(data: bytes) -> str | None:
+  for magic, codec in _FFMPEG_CODECS:
+    if data.startswith(magic):
+      return codec
+  return None
+
+
+def _ffmpeg_run(datas: Sequence[bytes], h: int, w: int,
+                codec: str | None) -> list[np.ndarray]:
   """Decodes same-size images piped as one stream, frames out as rgb24."""
-  cmd = [_ffmpeg_exe(), '-loglevel', 'error', '-f', 'image2pipe', '-i',
-         'pipe:', '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:']
+  cmd = [_ffmpeg_exe(), '-loglevel', 'error', '-f', 'image2pipe']
+  if codec:
+    cmd += ['-c:v', codec]
+  cmd += ['-i', 'pipe:', '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:']
   r = subprocess.run(cmd, input=b''.join(datas), capture_output=True,
                      check=False)
   frame = h * w * 3
@@ -214,22 +230,22 @@ def _ffmpeg_run(datas: Sequence[bytes], h: int, w: int) -> list[np.ndarray]:
 
 def _decode_ffmpeg_many(datas: Sequence[bytes]) -> list[np.ndarray | None]:
   out: list[np.ndarray | None] = [None] * len(datas)
-  groups: dict[tuple[int, int], list[int]] = {}
+  groups: dict[tuple[int, int, str | None], list[int]] = {}
   for i, d in enumerate(datas):
     try:
-      groups.setdefault(_header_size(d), []).append(i)
+      groups.setdefault(_header_size(d) + (_ffmpeg_codec(d),), []).append(i)
     except Exception:  # pylint: disable=broad-except
       pass  # unreadable header: stays None (a decode failure)
-  for (h, w), idx in groups.items():
+  for (h, w, codec), idx in groups.items():
     try:
-      frames = _ffmpeg_run([datas[i] for i in idx], h, w)
+      frames = _ffmpeg_run([datas[i] for i in idx], h, w, codec)
     except DecodeError:
       if len(idx) == 1:
         continue
       frames = []
       for i in idx:  # isolate the bad file
         try:
-          frames.append(_ffmpeg_run([datas[i]], h, w)[0])
+          frames.append(_ffmpeg_run([datas[i]], h, w, codec)[0])
         except DecodeError:
           frames.append(None)
     for i, f in zip(idx, frames):
@@ -283,7 +299,9 @@ def decode_many(datas: Sequence[bytes], *,
                 decoder: str) -> list[np.ndarray | None]:
   """Decodes several files; None where the library fails on one.
 
-  FFmpeg decodes same-sized files in one process (one start per size).
+  FFmpeg decodes files of the same size and format in one process (one
+  start per size and format; a group with a bad file is decoded file by
+  file).
   """
   check_decoder(decoder)
   if decoder == 'ffmpeg':
