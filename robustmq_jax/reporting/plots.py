@@ -137,8 +137,11 @@ def _corruption(folder, tag, rows) -> Plot | None:
   colors = _colors({label(r) for r in rows})
   clean = {label(r): r for r in rows if r['noise'] == 'none'}
   nr, nc = _grid(len(names), 5)
+  # Same limits and ticks on every panel, set on each rather than shared:
+  # matplotlib's shared axes propagate every limit change to all 19 panels
+  # (most of this figure's drawing time).
   fig, axes = plt.subplots(nr, nc, figsize=(2.9 * nc, 2.5 * nr),
-                           squeeze=False, sharex=True, sharey=True)
+                           squeeze=False)
   for ax, name in zip(axes.flat, names):
     by = collections.defaultdict(list)
     for r in rows:
@@ -159,12 +162,21 @@ def _corruption(folder, tag, rows) -> Plot | None:
     _percent_axis(ax)
     ax.set_xticks(range(0, 6))
     ax.grid(alpha=0.3)
-  for ax in axes[-1]:
-    ax.set_xlabel('severity')
-  for ax in axes[:, 0]:
-    ax.set_ylabel('accuracy (%)')
-  for ax in list(axes.flat)[len(names):]:
-    ax.set_visible(False)
+  for i, ax in enumerate(axes.flat):
+    if i >= len(names):
+      ax.set_visible(False)
+      continue
+    ax.set_xlim(-0.25, 5.25)
+    # Tick labels on the outer panels only: the lowest of each column and
+    # the first of each row.
+    if i + nc < len(names):
+      ax.tick_params(labelbottom=False)
+    else:
+      ax.set_xlabel('severity')
+    if i % nc:
+      ax.tick_params(labelleft=False)
+    else:
+      ax.set_ylabel('accuracy (%)')
   _legend(fig, axes.flat[0])
   _layout(fig, f'{tag}: accuracy vs corruption severity (0 = uncorrupted; '
           'bands: Wilson 95%)', hspace=0.35, wspace=0.12)
