@@ -235,8 +235,8 @@ class SystematicSuite(base.Suite):
     stash = {}
     blank = np.zeros(proto.size + (3,), np.uint8)
 
-    # Decoding (FFmpeg is a subprocess per file) costs more than the rest of
-    # a small run: keep what a small subset decoded for the next precision.
+    # Decoding is host work every precision would repeat (FFmpeg starts a
+    # process per batch): keep what a small subset decoded for the next one.
     keep = len(ids) <= _DECODE_CACHE_IMAGES
     if self._decoded_from is not ctx.dataset:
       self._decoded, self._decoded_from = {}, ctx.dataset
