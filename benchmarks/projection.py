@@ -262,7 +262,8 @@ def _hours(s: float) -> str:
 
 def main(argv):
   del argv
-  jax_setup.select_cpu_kernels([models.model_info(m) for m in _MODELS.value])
+  jax_setup.select_cpu_kernels([models.model_info(m) for m in _MODELS.value
+                                if m in models.list_models()])
   settings = _settings(_MODELS.value)
   cells = grid_cells(settings)
   batch = _BATCH.value
