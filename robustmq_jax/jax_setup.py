@@ -4,15 +4,16 @@ Two settings a user should not have to know about:
 
 * the persistent compilation cache (`compilation_cache`): a rerun, into any
   workdir, loads what an earlier run compiled instead of compiling again;
-* XLA:CPU's kernels (`select_cpu_kernels`): jax 0.10 sends convolutions and
-  dots to YNNPACK by default, which is slower than XLA's Eigen kernels for
-  our full-size models on CPU (ResNet-18 forward 0.83x vs 0.96x of timm,
-  ViT-S 0.59x vs 0.86x; benchmarks/forward.py) and, for convolutions, for
-  the 32 x 32 convolutional twins too (ResNet-20 forward and input gradient
-  1.6-1.7x faster on Eigen; `configs/resnet18_w4.py:sample` 186 -> 150 s,
-  rows identical; benchmarks/RESULTS.md). XLA reads `XLA_FLAGS` once, when
-  it creates its first backend, so this must run before anything asks JAX
-  for devices.
+* XLA:CPU's kernels (`select_cpu_kernels`): jax 0.10 sends convolutions,
+  dots and reductions to YNNPACK by default, which is slower than XLA's
+  Eigen kernels for our full-size models on CPU (ResNet-18 forward 0.83x vs
+  0.96x of timm, ViT-S 0.59x vs 0.86x; benchmarks/forward.py) and, for
+  convolutions, for the 32 x 32 convolutional twins too (ResNet-20 forward
+  and input gradient 1.4-1.7x faster with Eigen convolutions;
+  `configs/resnet18_w4.py:sample` 186-199 -> 148-160 s cold, rows
+  identical; QAT smoke 1.1-1.4x the images/s; benchmarks/RESULTS.md). XLA
+  reads `XLA_FLAGS` once, when it creates its first backend, so this must
+  run before anything asks JAX for devices.
 """
 
 import os
@@ -29,10 +30,12 @@ YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
 # The smallest input side for which every YNNPACK kernel is turned off.
 EIGEN_MIN_IMAGE_SIZE = 224
 # The flag's values: no YNNPACK fusion at all (full-size models), or the
-# default less convolutions (32 x 32 runs with a convolutional model). The
-# ViT twins keep YNNPACK's dots: on Eigen their quickstart is slower (148
-# vs 134-138 s) and some rows move, and AQT's served int8 dots are 2.5x
-# slower.
+# default less convolutions (32 x 32 runs with a convolutional model): dots
+# and reductions stay on YNNPACK (in ResNet-20's input gradient, two YNN
+# fusions are left of 26: the classifier's dot and the ReLU + global pool).
+# A ViT-only 32 x 32 run keeps XLA's default: on Eigen the quickstart is
+# slower (148 vs 134-138 s) and some rows move, and AQT's served int8 dots
+# are 2.5x slower.
 ALL_EIGEN = ''
 EIGEN_CONVOLUTIONS = '-individual_convolution'
 
