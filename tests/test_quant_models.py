@@ -123,6 +123,7 @@ def test_traced_grids_give_the_same_numbers_and_one_program(name):
   images, labels = _data()
   x, y = images[:8].astype(np.float32) / 255.0, labels[:8]
   programs = {}
+  convert = None
   for precision in ('w4a4', 'w2a2'):
     qm = _quantized(name, precision)
     traced, variables = qm.apply_fn(traced_grid=True), qm.grid_variables()
@@ -134,10 +135,15 @@ def test_traced_grids_give_the_same_numbers_and_one_program(name):
     serve_apply, serve_vars = qm.serve()
     np.testing.assert_allclose(jax.jit(serve_apply)(serve_vars, x),
                                logits_const, rtol=1e-4, atol=1e-4)
+    # w2a2 converted by w4a4's CONVERT function: the same integers.
+    convert = convert or qm.convert_fn()
+    _, shared_vars = qm.serve(convert)
+    jax.tree.map(np.testing.assert_array_equal, shared_vars, serve_vars)
     programs[precision] = [
         jax.jit(apply).lower(v, x).as_text() for apply, v in
         ((traced, variables), (qm.apply_fn(), qm.variables))]
   assert programs['w4a4'][0] == programs['w2a2'][0]
+  assert convert._cache_size() == 1  # Traced once for both bit widths.
   assert programs['w4a4'][1] != programs['w2a2'][1]
   # What the runner does: one function object serves both precisions.
   q4, q2 = _quantized(name, 'w4a4'), _quantized(name, 'w2a2')

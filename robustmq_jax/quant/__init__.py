@@ -219,7 +219,9 @@ def build(request: QuantRequest) -> dict[str, Any]:
             'method': 'float' if spec.is_float else spec.method,
             'serve_apply': None, 'serve_variables': None}
   if spec.eval_int8 and not spec.is_float:
-    serve_apply, fields['serve_variables'] = qmodel.serve()
+    # CONVERT too: traced once for all bit widths.
+    convert = programs.setdefault(('convert',) + key, qmodel.convert_fn())
+    serve_apply, fields['serve_variables'] = qmodel.serve(convert)
     fields['serve_apply'] = programs.setdefault(('serve',) + key,
                                                 jax.jit(serve_apply))
   return fields

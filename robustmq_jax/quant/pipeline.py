@@ -185,21 +185,32 @@ class QuantizedModel:
   def image_size(self) -> int:
     return models.model_info(self.model_name).image_size
 
-  def serve(self) -> tuple[ApplyFn, dict[str, Any]]:
+  def convert_fn(self) -> Callable[[Any, jax.Array], tuple[Any, Any]]:
+    """AQT's jitted CONVERT step: (grid_variables(), images) -> (logits,
+    {'aqt': ...}). With grids and kernel scales read from the variables it
+    is the same function for every model with this `program_key`, so a
+    caller may reuse one across bit widths (traced once)."""
+    convert = self.module('convert', traced_grid=True)
+    return jax.jit(lambda v, x: convert.apply(
+        v, x, train=False, mutable=['aqt']))
+
+  def serve(self, convert_fn: Callable[..., Any] | None = None
+            ) -> tuple[ApplyFn, dict[str, Any]]:
     """AQT's converted/served model: (serve_apply, serve_variables).
 
     CONVERT writes every quantized kernel as AQT integers + scale into the
     'aqt' collection; SERVE reads them (the float kernels it is handed are
     ignored by the forward; they carry the straight-through gradient).
+
+    Args:
+      convert_fn: `convert_fn()` of a model with the same `program_key`
+        (default: this model's own).
     """
-    # Grids and kernel scales as variables: the CONVERT program is the same
-    # for every bit width (compiled once, then from the persistent cache).
-    convert = self.module('convert', traced_grid=True)
+    convert_fn = convert_fn or self.convert_fn()
     size = self.image_size()
     dummy = jnp.zeros((1, size, size, 3), jnp.float32)
     variables = self.grid_variables()
-    _, state = jax.jit(lambda v, x: convert.apply(
-        v, x, train=False, mutable=['aqt']))(variables, dummy)
+    _, state = convert_fn(variables, dummy)
     serve_variables = dict(variables, aqt=to_numpy(state['aqt']))
     return self.apply_fn('serve', traced_grid=True), serve_variables
 
