@@ -4,6 +4,7 @@ r"""Attack speed, side by side in one run on the CPU.
   python benchmarks/attacks.py --skip=d     # without the AutoAttack timing
   python benchmarks/attacks.py --variants   # also the loop forms we tried
   python benchmarks/attacks.py --quick      # 3 repeats, no (d): ~1 minute
+  python benchmarks/attacks.py --xla_default  # XLA's default CPU kernels
 
 (a) PGD-k wall time / (k x one jitted value-and-grad of the same model and
     batch): the loop's overhead over the physical floor (goal <= 1.1). The
@@ -17,10 +18,13 @@ r"""Attack speed, side by side in one run on the CPU.
     100 iterations, 9 targets, 5000 queries) on 64 digits with the small CNN
     of the tests: our wall time vs torchattacks' attacks chained the same way.
 
-(a)-(c) use a 3-conv CNN on 32x32x3 inputs with random weights. The
-contenders of (a) and (c) run in turns, one call each per round, for
---repeats rounds after a warm-up (compile excluded, reported apart), so a
-shared machine whose speed drifts slows them alike; times are the medians.
+(a)-(c) use a 3-conv CNN on 32x32x3 inputs with random weights, on the
+XLA:CPU kernels the main job picks for a 32x32 convolutional twin (Eigen
+convolutions, `jax_setup.cpu_kernels`; `--xla_default` keeps XLA's; a value
+already in XLA_FLAGS wins). The contenders of (a) and (c) run in turns,
+one call each per round, for --repeats rounds after a warm-up (compile
+excluded, reported apart), so a shared machine whose speed drifts slows
+them alike; times are the medians.
 `--variants` adds the step-loop forms tried for XLA:CPU: the loop without
 `conv_layout` (the previous default), partial unrolling, full unrolling and
 chunks of steps driven from Python. PyTorch runs with as many threads as
@@ -41,6 +45,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from robustmq_jax import attacks  # pylint: disable=g-import-not-at-top
+from robustmq_jax import jax_setup  # pylint: disable=g-import-not-at-top
+from robustmq_jax import models  # pylint: disable=g-import-not-at-top
 from robustmq_jax.attacks import losses  # pylint: disable=g-import-not-at-top
 
 
@@ -309,13 +315,22 @@ def main(argv=None):
                       help='also time the step-loop forms we tried')
   parser.add_argument('--quick', action='store_true',
                       help='3 repeats and no AutoAttack timing (d)')
+  parser.add_argument('--xla_default', action='store_true',
+                      help="XLA's default CPU kernels instead of those the "
+                      'main job picks for a 32x32 convolutional twin')
   args = parser.parse_args(argv)
+  # (a)-(c) time a 32x32 CNN: run it on the kernels the main job would
+  # pick for one (Eigen convolutions on a CPU), before JAX starts. Both
+  # JAX contenders and the floor share the setting; PyTorch is unaffected.
+  if not args.xla_default:
+    jax_setup.select_cpu_kernels([models.model_info('resnet20_cifar')])
   if args.quick:
     args.repeats = min(args.repeats, 3)
     args.skip += 'd'
   print(f'jax {jax.__version__} on {jax.devices()[0].platform}, '
         f'{os.cpu_count()} cores; batch {args.batch}, {args.steps} steps; '
-        f'load average {os.getloadavg()[0]:.1f}')
+        f'load average {os.getloadavg()[0]:.1f}; XLA_FLAGS '
+        f"{os.environ.get('XLA_FLAGS') or '(none)'}")
   rows = []
   bench_pgd(args, rows)
   if 'd' not in args.skip and not missing(
