@@ -35,15 +35,12 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 # This checkout's package, whichever one is installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from robustmq_jax import models  # pylint: disable=g-import-not-at-top
-from robustmq_jax import quant  # pylint: disable=g-import-not-at-top
-from robustmq_jax.models import random_init  # pylint: disable=g-import-not-at-top
 from robustmq_jax.xla_cpu import conv_layout  # pylint: disable=g-import-not-at-top
+import random_models  # pylint: disable=g-import-not-at-top
 
 _YNN = 'xla_cpu_experimental_ynn_fusion_type'
 _VARIANTS = {
@@ -69,17 +66,10 @@ _VARIANT_NAMES = flags.DEFINE_list('variants', list(_VARIANTS),
 def _programs(
     name: str) -> dict[tuple[str, str], tuple[Callable[..., Any], tuple]]:
   """{(precision, program): (fn, args)} of one model, not yet compiled."""
-  size = models.model_info(name).image_size
-  module = models.get_model(name, num_classes=10)
-  variables = random_init.he_normal_variables(module, size)
-  rng = np.random.default_rng(1)
-  images = rng.integers(0, 256, (_BATCH.value, size, size, 3), np.uint8)
-  x = jnp.asarray(images, jnp.float32) / 255.0
-  labels = jnp.asarray(rng.integers(0, 10, _BATCH.value))
-  qc = quant.default_config().to_dict()
-  qc.update(num_calib_batches=1, calib_batch_size=_BATCH.value)
-  qm = quant.quantize_model(name, 10, {}, variables,
-                            quant.parse_spec('w4a4', qc), images)
+  m = random_models.random_model(name, 10, _BATCH.value)
+  module, variables, x = m.module, m.variables, m.x
+  labels = jnp.asarray(m.rng.integers(0, 10, _BATCH.value))
+  qm = m.ptq('w4a4')
   out = {}
   for precision, apply, v in (
       ('float', lambda v, x: module.apply(v, x), variables),

@@ -15,12 +15,8 @@ Goal: fake-quant <= 1.3x.
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from robustmq_jax import models
-from robustmq_jax import quant
-from robustmq_jax.models import random_init
+import random_models  # benchmarks/random_models.py, beside this script.
 import timing  # benchmarks/timing.py, beside this script.
 
 _MODELS = flags.DEFINE_list('models', ['resnet18', 'vit_small_patch16_224'],
@@ -40,17 +36,9 @@ def main(argv):
   print('| model | forward | ms / batch | img/s | vs float | compile+1st s |')
   print('|---|---|---|---|---|---|')
   for name in _MODELS.value:
-    size = models.model_info(name).image_size
-    module = models.get_model(name, num_classes=1000)
-    variables = random_init.he_normal_variables(module, size)
-    rng = np.random.default_rng(1)
-    images = rng.integers(0, 256, (_BATCH.value, size, size, 3), np.uint8)
-    x = jnp.asarray(images, jnp.float32) / 255.0
-    qc = quant.default_config().to_dict()
-    qc.update(num_calib_batches=1, calib_batch_size=_BATCH.value,
-              granularity=_GRANULARITY.value)
-    spec = quant.parse_spec(_PRECISION.value, qc)
-    qm = quant.quantize_model(name, 1000, {}, variables, spec, images)
+    m = random_models.random_model(name, 1000, _BATCH.value)
+    module, variables, x = m.module, m.variables, m.x
+    qm = m.ptq(_PRECISION.value, granularity=_GRANULARITY.value)
     serve_apply, serve_vars = qm.serve()
     rows = [
         ('float', jax.jit(lambda v, x: module.apply(v, x)), variables),
