@@ -18,13 +18,13 @@ r"""Attack speed, side by side in one run on the CPU.
     100 iterations, 9 targets, 5000 queries) on 64 digits with the small CNN
     of the tests: our wall time vs torchattacks' attacks chained the same way.
 
-(a)-(c) use a 3-conv CNN on 32x32x3 inputs with random weights, on the
-XLA:CPU kernels the main job picks for a 32x32 convolutional twin (Eigen
-convolutions, `jax_setup.cpu_kernels`; `--xla_default` keeps XLA's; a value
-already in XLA_FLAGS wins). The contenders of (a) and (c) run in turns,
-one call each per round, for --repeats rounds after a warm-up (compile
-excluded, reported apart), so a shared machine whose speed drifts slows
-them alike; times are the medians.
+(a)-(c) use a 3-conv CNN on 32x32x3 inputs with random weights. Every JAX
+program of the script runs on the XLA:CPU kernels the main job picks for a
+32x32 convolutional twin (Eigen convolutions, `jax_setup.cpu_kernels`;
+`--xla_default` keeps XLA's; a value already in XLA_FLAGS wins). The
+contenders of (a) and (c) run in turns, one call each per round, for
+--repeats rounds after a warm-up (compile excluded, reported apart), so a
+shared machine whose speed drifts slows them alike; times are the medians.
 `--variants` adds the step-loop forms tried for XLA:CPU: the loop without
 `conv_layout` (the previous default), partial unrolling, full unrolling and
 chunks of steps driven from Python. PyTorch runs with as many threads as
@@ -319,9 +319,10 @@ def main(argv=None):
                       help="XLA's default CPU kernels instead of those the "
                       'main job picks for a 32x32 convolutional twin')
   args = parser.parse_args(argv)
-  # (a)-(c) time a 32x32 CNN: run it on the kernels the main job would
-  # pick for one (Eigen convolutions on a CPU), before JAX starts. Both
-  # JAX contenders and the floor share the setting; PyTorch is unaffected.
+  # The JAX programs here are small CNNs at 32x32: run them on the kernels
+  # the main job would pick for one (Eigen convolutions on a CPU), set
+  # before JAX starts. Every JAX contender and the floor share the setting;
+  # PyTorch is unaffected.
   if not args.xla_default:
     jax_setup.select_cpu_kernels([models.model_info('resnet20_cifar')])
   if args.quick:
