@@ -154,6 +154,10 @@ def parse_projection(text: str) -> list[Row]:
     if m:
       rows.append(('projected ImageNet grid, device-hours (not a ratio)',
                    m.group(1), '', m.group(2).strip()))
+    m = re.match(r'^ImageNet-C grid (.*) = ([\d,.]+) min$', line.strip())
+    if m:
+      rows.append(('projected ImageNet-C grid on one device, minutes (not a '
+                   'ratio)', m.group(2), '< 10 (GPU)', m.group(1)))
   return rows
 
 

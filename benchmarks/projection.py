@@ -73,6 +73,10 @@ _SURVIVORS = flags.DEFINE_float(
     'later stages (APGD-T, FAB-T, Square) only attack those. An '
     'assumption: models without adversarial training keep about 0-5 percent '
     'at eps 4/255 on ImageNet.')
+_DECODERS = flags.DEFINE_list(
+    'decoders', ['pil', 'opencv', 'ffmpeg'], "The systematic suite's JPEG "
+    'decoders (the paper grid has three; a host without an FFmpeg binary, '
+    'e.g. a GPU image without imageio-ffmpeg, projects the other two).')
 _VAL_IMAGES = 50_000
 
 PAPER_OVERRIDES = (
@@ -83,7 +87,6 @@ PAPER_OVERRIDES = (
     ('adversarial.attacks', 'fgsm,pgd_linf,pgd_l2,pgd_l1,autoattack'),
     ('corruption.names', 'benchmark'),
     ('corruption.num_examples', '0'),
-    ('systematic.decoders', 'pil,opencv,ffmpeg'),
 )
 
 
@@ -175,9 +178,10 @@ def _settings(model_names):
   if _CONFIG.value:
     s = settings_lib.load(_CONFIG.value)
   else:
-    s = settings_lib.load('configs/resnet18_w4.py', PAPER_OVERRIDES + tuple(
-        ('checkpoints.' + m, '/unused') for m in model_names) + (
-            ('models', ','.join(model_names)),))
+    s = settings_lib.load('configs/resnet18_w4.py', PAPER_OVERRIDES + (
+        ('systematic.decoders', ','.join(_DECODERS.value)),) + tuple(
+            ('checkpoints.' + m, '/unused') for m in model_names) + (
+                ('models', ','.join(model_names)),))
   return s
 
 
@@ -280,6 +284,15 @@ def main(argv):
   gen = measure_corruptions(names, batch)
   print('corruption generation img/s: ' + ', '.join(
       f'{k} {1 / v:.0f}' for k, v in gen.items()), flush=True)
+  # The ImageNet-C grid alone (every validation image x corruption x
+  # severity, generated on device), and scoring it once with the first
+  # model in float: the issue's one-device figure.
+  generate = _VAL_IMAGES * 5 * sum(gen.values())
+  score = _VAL_IMAGES * 5 * len(gen) / rates[settings.models[0]]['fwd_fp32']
+  print(f'ImageNet-C grid ({_VAL_IMAGES:,} x {len(gen)} x 5) on one device: '
+        f'generation {generate / 60:.1f} min, + {settings.models[0]} fp32 '
+        f'forward {score / 60:.1f} min = {(generate + score) / 60:.1f} min',
+        flush=True)
   decoders = sorted({c.params['decoder'] for _, _, s, c, _ in cells
                      if s == 'systematic'})
   host = measure_host(decoders)

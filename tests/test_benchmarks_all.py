@@ -86,6 +86,11 @@ def test_parsers_read_the_real_formats():
           'all 11             100.0      20.0    5.00\n'
           'ratio = host time / our time (> 1: the device emulation is faster).')
   assert [r[1] for r in bench_all.parse_systematic(sysm)] == ['4.00', '5.00']
+  proj = ('ImageNet-C grid (50,000 x 15 x 5) on one device: generation 6.5 '
+          'min, + resnet18 fp32 forward 2.3 min = 8.8 min\n'
+          'total 1,772 device-hours (gpu, 1 device(s))\n')
+  assert [r[1:3] for r in bench_all.parse_projection(proj)] == [
+      ('8.8', '< 10 (GPU)'), ('1,772', '')]
   kernels = next(b for b in bench_all.BENCHMARKS if b.name == 'cpu_kernels')
   table = ('| model | precision | program | default ms | eigen_convs ms | '
            'eigen ms | eigen_convs speed-up | eigen speed-up |\n'

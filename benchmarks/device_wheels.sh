@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Wheels for benchmarks/device_run.sh, downloaded here (with network) into
+# .whl/ (ignored by git) for the device machine's Python 3.12, which has no
+# network and lacks these packages (its image has JAX, flax, optax, orbax,
+# torch, timm, OpenCV, scikit-image, statsmodels, ...). --no-deps: each
+# needed dependency is named; the versions are those the CPU tests use.
+# imageio-ffmpeg (68 MB, over the device call's 64 MiB) is left out: the
+# device run projects the systematic suite over the PIL and OpenCV decoders.
+#
+#   bash benchmarks/device_wheels.sh    # ~10 MB
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip download -q --no-deps --only-binary=:all: \
+  --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+  --platform manylinux1_x86_64 -d .whl \
+  aqtp==0.9.0 dm-pix==0.4.5 ml-collections==1.1.0 \
+  grain==0.2.18 array-record==0.8.6 portpicker==1.6.0 \
+  torchattacks==3.5.1 imagecorruptions==1.1.2 simplejpeg==1.9.0 \
+  foolbox==3.3.4 eagerpy==0.30.0 GitPython==3.2.1 gitdb==4.0.12 smmap==5.0.3
+du -sh .whl
