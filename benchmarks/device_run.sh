@@ -11,7 +11,7 @@
 # foolbox on the same GPU, the 19 corruptions vs imagecorruptions), the
 # 11-resize emulation vs the host libraries (systematic.py, its defaults)
 # and the projection on one device (projection.py at batch 64 for ResNet-18
-# and -50 from float rates, PIL and OpenCV decoders: its "ImageNet-C grid"
+# from float rates, PIL and OpenCV decoders: its "ImageNet-C grid"
 # line is the one-device figure). Every file is written into $OUT (default
 # /tmp/device_out) as it is produced, so a run cut short still brings back
 # what finished: machine.txt, systematic.log, projection.log and bench/
@@ -24,6 +24,11 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/device_out}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# The repository's package for every script (systematic.py does not add it
+# itself, and the device has no install of it).
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# foolbox imports GitPython, which fails at import without a git program.
+export GIT_PYTHON_REFRESH=quiet
 # Found, not imported: imagecorruptions needs our NumPy 2 / pkg_resources
 # patch (robustmq_jax/testing/imagecorruptions_compat.py) to import.
 need='import importlib.util as u; assert all(u.find_spec(m) for m in ("aqt",
@@ -39,11 +44,13 @@ fi
   nvidia-smi -L 2>/dev/null || echo 'no nvidia-smi'
   python3 -c 'import jax, torch; print("jax", jax.__version__, jax.devices());
 print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+  python3 -c 'import aqt.jax.v2.flax.aqt_flax, foolbox, torchattacks' &&
+    echo 'aqt, foolbox, torchattacks import'
 } > "$OUT/machine.txt" 2>&1
 timeout 300 python3 benchmarks/all.py --out="$OUT/bench" \
-  --only=attacks,corruptions --timeout_s=150
+  --only=attacks,corruptions --timeout_s=140
 timeout 60 python3 benchmarks/systematic.py > "$OUT/systematic.log" 2>&1
 timeout 150 python3 benchmarks/projection.py ${PROJECTION_ARGS:---batch=64 \
-  --iters=3 --models=resnet18,resnet50 --noquantized --decoders=pil,opencv} \
+  --iters=3 --models=resnet18 --noquantized --decoders=pil,opencv} \
   > "$OUT/projection.log" 2>&1
 ls -laR "$OUT"
