@@ -43,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 # pylint: disable=g-import-not-at-top
+from robustmq_jax import cli
 from robustmq_jax import corruptions
 from robustmq_jax import grid_shard
 from robustmq_jax import jax_setup
@@ -54,6 +55,7 @@ from robustmq_jax import suites as suites_lib
 from robustmq_jax import systematic
 from robustmq_jax.data import fake_imagenet
 from robustmq_jax.data import preprocess
+from robustmq_jax.errors import UserError
 from robustmq_jax.models import random_init
 
 _BATCH = flags.DEFINE_integer('batch', 8, 'Images per measured call.')
@@ -175,14 +177,17 @@ def measure_host(decoders) -> dict[str, float]:
 
 
 def _settings(model_names):
-  if _CONFIG.value:
-    s = settings_lib.load(_CONFIG.value)
-  else:
-    s = settings_lib.load('configs/resnet18_w4.py', PAPER_OVERRIDES + (
+  """The grid's settings; a bad --config, --models or --decoders is one
+  sentence on stderr and exit 2, as in the main job."""
+  try:
+    if _CONFIG.value:
+      return settings_lib.load(_CONFIG.value)
+    return settings_lib.load('configs/resnet18_w4.py', PAPER_OVERRIDES + (
         ('systematic.decoders', ','.join(_DECODERS.value)),) + tuple(
             ('checkpoints.' + m, '/unused') for m in model_names) + (
                 ('models', ','.join(model_names)),))
-  return s
+  except UserError as e:
+    cli.fail(str(e))
 
 
 class _StubDataset:
