@@ -15,7 +15,10 @@ like ImageNet's ~500x375), resized to 256 x 256 with all 11 methods:
 
 Median of `--repeats` runs. Prints ms per method for both and the ratio
 host / ours (> 1: ours is faster), then the whole grid. The emulation's
-outputs are checked against the libraries' (at most 1 level) before timing.
+outputs are compared with the libraries' before timing: the largest
+difference is the `max|d|` column (the tests hold it to 1 level on a CPU);
+a method above 1 level is flagged on stderr and still timed, so that a
+device whose arithmetic differs still brings back its table.
 
     JAX_PLATFORMS=cpu python benchmarks/systematic.py [--repeats 5]
 """
@@ -24,6 +27,7 @@ import argparse
 import functools
 import os
 import statistics
+import sys
 import time
 
 import jax
@@ -120,7 +124,9 @@ def main():
     t_compile = time.perf_counter() - t
     worst = max(int(np.abs(o.astype(int) - r).max())
                 for o, r in zip(out, ref))
-    assert worst <= 1, (m, worst)
+    if worst > 1:
+      print(f'WARNING: {m} differs from the library by {worst} levels',
+            file=sys.stderr, flush=True)
     t_host = median_time(host, args.repeats)
     t_dev = median_time(
         functools.partial(_run, apply, padded, plan, m), args.repeats)
