@@ -32,8 +32,8 @@ export GIT_PYTHON_REFRESH=quiet
 # Found, not imported: imagecorruptions needs our NumPy 2 / pkg_resources
 # patch (robustmq_jax/testing/imagecorruptions_compat.py) to import.
 need='import importlib.util as u; assert all(u.find_spec(m) for m in ("aqt",
-"dm_pix", "ml_collections", "grain", "torchattacks", "imagecorruptions",
-"foolbox", "simplejpeg"))'
+"dm_pix", "chex", "ml_collections", "grain", "torchattacks",
+"imagecorruptions", "foolbox", "requests", "simplejpeg"))'
 if ! python3 -c "$need" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
     --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -44,8 +44,9 @@ fi
   nvidia-smi -L 2>/dev/null || echo 'no nvidia-smi'
   python3 -c 'import jax, torch; print("jax", jax.__version__, jax.devices());
 print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
-  python3 -c 'import aqt.jax.v2.flax.aqt_flax, foolbox, torchattacks' &&
-    echo 'aqt, foolbox, torchattacks import'
+  python3 -c 'import aqt.jax.v2.flax.aqt_flax, dm_pix, foolbox, torchattacks
+import robustmq_jax.corruptions, robustmq_jax.cli' &&
+    echo 'aqt, dm_pix, foolbox, torchattacks and robustmq_jax import'
 } > "$OUT/machine.txt" 2>&1
 timeout 300 python3 benchmarks/all.py --out="$OUT/bench" \
   --only=attacks,corruptions --timeout_s=140
