@@ -30,7 +30,7 @@ def study_config(arg: str | None, *, imagenet_model: str, sample_model: str,
   Args:
     arg: None/'imagenet' for ImageNet (checkpoint converted by the user);
       'sample' for the embedded digits sample with the small model, at the
-      budgets of the README quickstart (1-2 minutes on a 2-core CPU:
+      budgets of the README quickstart (1-3 minutes on a 2-core CPU:
       FGSM and L-inf PGD with transfer, 3 JPEG decoders); 'sample_full' for
       the sample with every attack family (AutoAttack, Square, L2/L1 PGD) and
       every decoder (about half an hour on a 2-core CPU).
