@@ -32,8 +32,8 @@ export GIT_PYTHON_REFRESH=quiet
 # Found, not imported: imagecorruptions needs our NumPy 2 / pkg_resources
 # patch (robustmq_jax/testing/imagecorruptions_compat.py) to import.
 need='import importlib.util as u; assert all(u.find_spec(m) for m in ("aqt",
-"dm_pix", "chex", "ml_collections", "grain", "torchattacks",
-"imagecorruptions", "foolbox", "requests", "simplejpeg"))'
+"dm_pix", "chex", "ml_collections", "torchattacks", "imagecorruptions",
+"foolbox", "requests", "simplejpeg"))'
 if ! python3 -c "$need" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
     --upgrade --target /tmp/site .whl/*.whl || exit 1

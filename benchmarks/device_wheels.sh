@@ -9,8 +9,10 @@
 # (today's optax and huggingface_hub no longer pull them in).
 # imageio-ffmpeg (68 MB, over the device call's 64 MiB) is left out: the
 # device run projects the systematic suite over the PIL and OpenCV decoders.
+# Grain and array-record are left out too: none of the four scripts the
+# device run calls imports them (the main job's ImageNet pipeline does).
 #
-#   bash benchmarks/device_wheels.sh    # ~10 MB
+#   bash benchmarks/device_wheels.sh    # ~10 MB, 18 wheels
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip download -q --no-deps --only-binary=:all: \
@@ -19,7 +21,6 @@ python3 -m pip download -q --no-deps --only-binary=:all: \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform manylinux1_x86_64 -d .whl \
   aqtp==0.9.0 dm-pix==0.4.5 ml-collections==1.1.0 \
-  grain==0.2.18 array-record==0.8.6 portpicker==1.6.0 \
   torchattacks==3.5.1 imagecorruptions==1.1.2 simplejpeg==1.9.0 \
   foolbox==3.3.4 eagerpy==0.30.0 GitPython==3.2.1 gitdb==4.0.12 smmap==5.0.3 \
   chex==0.1.92 toolz==1.2.0 \
