@@ -12,7 +12,7 @@
 # Grain and array-record are left out too: none of the four scripts the
 # device run calls imports them (the main job's ImageNet pipeline does).
 #
-#   bash benchmarks/device_wheels.sh    # ~10 MB, 18 wheels
+#   bash benchmarks/device_wheels.sh    # 18 wheels, ~6 MB
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip download -q --no-deps --only-binary=:all: \
